@@ -1,0 +1,244 @@
+//! The `triggers` command line (SPEC section 10).
+//!
+//! Two kinds of commands:
+//! - `serve` and `rebuild` open the database themselves (`--database-url`).
+//! - `configure`, `fire`, `show` and `events` are clients of a running server:
+//!   they send GraphQL over HTTP to `--server`, so they work against any
+//!   deployment and go through the same rules, limits and token as every client.
+//!
+//! Every flag has an environment variable fallback, shown in `--help`.
+
+mod client;
+mod output;
+mod remote;
+mod server;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine;
+
+/// Run tasks once the right set of events has happened, per session, on an
+/// event-sourced log (SQLite or PostgreSQL).
+#[derive(Debug, Parser)]
+#[command(name = "triggers", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (POST/GET /graphql, GraphiQL, subscriptions) and /health.
+    Serve(ServeArgs),
+    /// Recompute every projection (instances, queue, snapshots) from the event log
+    /// alone, and print what was done.
+    Rebuild(RebuildArgs),
+    /// Add or replace tasks of a session from a JSON file (talks to a server).
+    Configure(ConfigureArgs),
+    /// Fire a trigger in a session (talks to a server).
+    Fire(FireArgs),
+    /// Show a session's tasks and instances with their status (talks to a server).
+    Show(ShowArgs),
+    /// Print a session's timeline: seq, time, kind, instance/trigger, causedBy
+    /// (talks to a server).
+    Events(EventsArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://triggers.db` (relative to the working directory,
+    /// created if missing), `sqlite:///abs/path.db`, `sqlite::memory:`, or
+    /// `postgres://user:password@host/db`.
+    #[arg(
+        long,
+        env = "TRIGGERS_DATABASE_URL",
+        default_value = "sqlite://triggers.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+/// `triggers serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    #[arg(long, env = "TRIGGERS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// When set, every /graphql request must send `Authorization: Bearer <token>`
+    /// (/health excepted).
+    #[arg(long, env = "TRIGGERS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Largest request body accepted, in bytes (larger gets HTTP 413).
+    #[arg(long, env = "TRIGGERS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// On shutdown, how long to wait for inline jobs in flight, in seconds (jobs
+    /// still running then are re-run after the next start, when their lease ends).
+    #[arg(long, env = "TRIGGERS_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+}
+
+/// `triggers rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// How to reach a running server.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the triggers server.
+    #[arg(long, env = "TRIGGERS_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API token, when the server requires one.
+    #[arg(long, env = "TRIGGERS_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `triggers configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The session UID.
+    pub session: String,
+    /// A JSON file of task name -> directives (`-` reads standard input).
+    pub file: String,
+}
+
+/// `triggers fire`.
+#[derive(Debug, Args)]
+pub struct FireArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The session UID.
+    pub session: String,
+    /// The trigger name.
+    pub trigger: String,
+    /// Kwargs, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub kwargs: String,
+    /// Makes the fire safe to retry: a repeat with the same key appends nothing.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `triggers show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The session UID.
+    pub session: String,
+}
+
+/// `triggers events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The session UID.
+    pub session: String,
+    /// Only events with seq greater than this.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The engine refused or failed (`serve`, `rebuild`).
+    #[error("{0}")]
+    Engine(#[from] engine::Error),
+    /// A file, the listener or the server socket failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server could not be reached, or did not answer with GraphQL.
+    #[error("{context}: {message}")]
+    Http {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        message: String,
+    },
+    /// The server answered with a GraphQL error.
+    #[error("{message} ({code})")]
+    Api {
+        /// `extensions.code`.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Starts structured logs on stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => server::serve(args).await,
+        Command::Rebuild(args) => server::rebuild(args).await,
+        Command::Configure(args) => remote::configure(args).await,
+        Command::Fire(args) => remote::fire(args).await,
+        Command::Show(args) => remote::show(args).await,
+        Command::Events(args) => remote::events(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_to_a_local_sqlite_file_and_port_8080() {
+        let cli = Cli::try_parse_from(["triggers", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        // The environment of the test run may set these; only check the defaults
+        // when it does not.
+        if std::env::var_os("TRIGGERS_DATABASE_URL").is_none() {
+            assert_eq!(args.database.database_url, "sqlite://triggers.db");
+        }
+        if std::env::var_os("TRIGGERS_LISTEN").is_none() {
+            assert_eq!(args.listen, "127.0.0.1:8080");
+        }
+    }
+}

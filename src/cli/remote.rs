@@ -1,0 +1,384 @@
+//! `configure`, `fire`, `show` and `events`: GraphQL operations against a
+//! running server, printed for a terminal.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde_json::{json, Value};
+
+use super::client::Client;
+use super::output::table;
+use super::{CliError, ConfigureArgs, EventsArgs, FireArgs, ShowArgs};
+
+const CONFIGURE: &str = "mutation Configure($session: String!, $tasks: JSON!) {
+  configure(session: $session, tasks: $tasks) { uid version tasks { name } }
+}";
+
+const FIRE: &str =
+    "mutation Fire($session: String!, $trigger: String!, $kwargs: JSON, $key: String) {
+  fire(session: $session, trigger: $trigger, kwargs: $kwargs, idempotencyKey: $key) {
+    duplicate
+    event { seq }
+    scheduled { name }
+    abandoned { name }
+    session { version }
+  }
+}";
+
+const SHOW: &str = "query Show($session: String!) {
+  session(uid: $session) {
+    uid
+    version
+    tasks { name run using after unless andEvery }
+    instances { name task status depth parent metadata }
+  }
+}";
+
+const EVENTS: &str = "query Events($session: String!, $after: Int!, $first: Int!) {
+  session(uid: $session) { events(after: $after, first: $first) { seq at kind instance trigger causedBy } }
+}";
+
+/// Events fetched per request by `triggers events`.
+const EVENTS_PAGE: u64 = 1000;
+
+/// `triggers configure <session> <file.json>`.
+pub(super) async fn configure(args: ConfigureArgs) -> Result<(), CliError> {
+    let text = read_input(&args.file)?;
+    let tasks: Value = serde_json::from_str(&text)
+        .map_err(|err| CliError::Usage(format!("{} is not valid JSON: {err}", args.file)))?;
+    let data = Client::new(&args.server)?
+        .request(CONFIGURE, json!({"session": args.session, "tasks": tasks}))
+        .await?;
+    let session = &data["configure"];
+    let configured: Vec<&str> = tasks
+        .as_object()
+        .map(|t| t.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    println!(
+        "configured {} on session {} (version {}, {} tasks in all)",
+        list(&configured),
+        text_of(&session["uid"]),
+        session["version"],
+        session["tasks"].as_array().map_or(0, Vec::len)
+    );
+    Ok(())
+}
+
+/// `triggers fire <session> <trigger> [--kwargs JSON] [--idempotency-key K]`.
+pub(super) async fn fire(args: FireArgs) -> Result<(), CliError> {
+    let kwargs: Value = serde_json::from_str(&args.kwargs)
+        .map_err(|err| CliError::Usage(format!("--kwargs is not valid JSON: {err}")))?;
+    let data = Client::new(&args.server)?
+        .request(
+            FIRE,
+            json!({
+                "session": args.session,
+                "trigger": args.trigger,
+                "kwargs": kwargs,
+                "key": args.idempotency_key,
+            }),
+        )
+        .await?;
+    let fired = &data["fire"];
+    let names = |field: &str| -> Vec<String> {
+        fired[field]
+            .as_array()
+            .map(|list| list.iter().map(|i| text_of(&i["name"])).collect())
+            .unwrap_or_default()
+    };
+    let duplicate = if fired["duplicate"] == json!(true) {
+        " (a repeat of this idempotency key: nothing was appended)"
+    } else {
+        ""
+    };
+    println!(
+        "fired {} on session {}: event #{}{duplicate}",
+        args.trigger, args.session, fired["event"]["seq"]
+    );
+    println!("  scheduled: {}", list(&names("scheduled")));
+    println!("  abandoned: {}", list(&names("abandoned")));
+    println!("  session version: {}", fired["session"]["version"]);
+    Ok(())
+}
+
+/// `triggers show <session>`.
+pub(super) async fn show(args: ShowArgs) -> Result<(), CliError> {
+    let data = Client::new(&args.server)?
+        .request(SHOW, json!({"session": args.session}))
+        .await?;
+    print!("{}", render_session(&data["session"]));
+    Ok(())
+}
+
+/// `triggers events <session>`: every event after `--after`, page by page.
+pub(super) async fn events(args: EventsArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.server)?;
+    let mut after = args.after;
+    let mut rows = Vec::new();
+    loop {
+        let data = client
+            .request(
+                EVENTS,
+                json!({"session": args.session, "after": after, "first": EVENTS_PAGE}),
+            )
+            .await?;
+        let page = data["session"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for event in &page {
+            after = event["seq"].as_u64().unwrap_or(after);
+            rows.push(event_row(event));
+        }
+        if (page.len() as u64) < EVENTS_PAGE {
+            break;
+        }
+    }
+    if rows.is_empty() {
+        println!(
+            "session {} has no events after {}",
+            args.session, args.after
+        );
+        return Ok(());
+    }
+    print!(
+        "{}",
+        table(
+            &["SEQ", "AT", "KIND", "INSTANCE/TRIGGER", "CAUSED BY"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// The `show` output: a header line, the tasks, then the instances.
+fn render_session(session: &Value) -> String {
+    let empty = Vec::new();
+    let tasks = session["tasks"].as_array().unwrap_or(&empty);
+    let instances = session["instances"].as_array().unwrap_or(&empty);
+    let unresolved = instances
+        .iter()
+        .filter(|i| {
+            !matches!(
+                i["status"].as_str(),
+                Some("FINISHED" | "SKIPPED" | "REPLAYED" | "ABANDONED")
+            )
+        })
+        .count();
+    let mut out = format!(
+        "session {}: version {}, {} tasks, {} instances ({} unresolved)\n",
+        text_of(&session["uid"]),
+        session["version"],
+        tasks.len(),
+        instances.len(),
+        unresolved
+    );
+    if tasks.is_empty() {
+        out.push_str("\nno tasks configured\n");
+        return out;
+    }
+    let mut by_task: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for instance in instances {
+        *by_task
+            .entry(text_of(&instance["task"]))
+            .or_default()
+            .entry(status_of(instance))
+            .or_default() += 1;
+    }
+    let task_rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|task| {
+            let name = text_of(&task["name"]);
+            let counts = by_task.get(&name).map_or_else(
+                || "none yet".to_owned(),
+                |counts| {
+                    counts
+                        .iter()
+                        .map(|(status, n)| format!("{n} {status}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            );
+            let mut run = text_of(&task["run"]);
+            if let Some(using) = task["using"].as_str() {
+                run.push_str(&format!(" ({using})"));
+            }
+            let mut after = strings(&task["after"]);
+            if let Some(every) = task["andEvery"].as_str() {
+                after = after
+                    .into_iter()
+                    .map(|t| {
+                        if t == every {
+                            format!("{t} (every)")
+                        } else {
+                            t
+                        }
+                    })
+                    .collect();
+            }
+            vec![
+                name,
+                run,
+                dash_if_empty(after.join(", ")),
+                dash_if_empty(strings(&task["unless"]).join(", ")),
+                counts,
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &["TASK", "RUN", "AFTER", "UNLESS", "INSTANCES"],
+        &task_rows,
+    ));
+    if instances.is_empty() {
+        out.push_str("\nno instances yet\n");
+        return out;
+    }
+    let instance_rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            vec![
+                text_of(&i["name"]),
+                status_of(i),
+                i["depth"].to_string(),
+                i["parent"].as_str().unwrap_or("-").to_owned(),
+                i.pointer("/metadata/timestamps/lastModified")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .to_owned(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &["INSTANCE", "STATUS", "DEPTH", "PARENT", "LAST MODIFIED"],
+        &instance_rows,
+    ));
+    out
+}
+
+fn event_row(event: &Value) -> Vec<String> {
+    let subject = match (event["instance"].as_str(), event["trigger"].as_str()) {
+        (Some(instance), Some(trigger)) => format!("{instance} <- {trigger}"),
+        (Some(instance), None) => instance.to_owned(),
+        (None, Some(trigger)) => trigger.to_owned(),
+        (None, None) => "-".to_owned(),
+    };
+    vec![
+        event["seq"].to_string(),
+        text_of(&event["at"]),
+        text_of(&event["kind"]),
+        subject,
+        event["causedBy"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), |seq| seq.to_string()),
+    ]
+}
+
+fn read_input(path: &str) -> Result<String, CliError> {
+    let mut text = String::new();
+    let read = if path == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(path).map(|t| text = t)
+    };
+    read.map_err(|source| CliError::Io {
+        context: format!("cannot read {path}"),
+        source,
+    })?;
+    Ok(text)
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn status_of(instance: &Value) -> String {
+    text_of(&instance["status"]).to_lowercase()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|list| list.iter().map(text_of).collect())
+        .unwrap_or_default()
+}
+
+fn dash_if_empty(text: String) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text
+    }
+}
+
+fn list<T: AsRef<str>>(names: &[T]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn show_renders_tasks_with_instance_counts_and_instances_with_status() {
+        let session = json!({
+            "uid": "q:1",
+            "version": 7,
+            "tasks": [
+                {"name": "t_a", "run": "r", "using": null, "after": ["p", "x"], "unless": [], "andEvery": "p"},
+                {"name": "t_b", "run": "r", "using": "worker", "after": ["t_a"], "unless": ["stop"], "andEvery": null}
+            ],
+            "instances": [
+                {"name": "t_a#0", "task": "t_a", "status": "FINISHED", "depth": 0, "parent": null,
+                 "metadata": {"timestamps": {"lastModified": "2024-01-01T00:00:00.000000Z"}}}
+            ]
+        });
+        let out = render_session(&session);
+        assert!(out.starts_with("session q:1: version 7, 2 tasks, 1 instances (0 unresolved)"));
+        assert!(
+            out.contains("t_a   r           p (every), x  -       1 finished"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_b   r (worker)  t_a           stop    none yet"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_a#0     finished  0      -       2024-01-01T00:00:00.000000Z"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_event_row_names_instance_and_trigger() {
+        let row = event_row(&json!({
+            "seq": 3, "at": "2024-01-01T00:00:00Z", "kind": "TriggerApplied",
+            "instance": "t_a#0", "trigger": "p", "causedBy": 2
+        }));
+        assert_eq!(
+            row,
+            [
+                "3",
+                "2024-01-01T00:00:00Z",
+                "TriggerApplied",
+                "t_a#0 <- p",
+                "2"
+            ]
+        );
+    }
+}

@@ -1,0 +1,718 @@
+//! The rules: commands in, events out (SPEC sections 3-5).
+//!
+//! A [`Decider`] borrows a session's state, checks a command against it, and emits
+//! events, applying each to the state as it goes. Checks come before the first
+//! emit, so a refused command leaves the state untouched; the engine discards the
+//! state of a decision whose commit fails.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::merge::deep_merge;
+use super::{
+    DomainError, Event, EventPayload, Instance, InstanceStatus, JsonObject, Runner, SessionState,
+    TaskConfig, TriggerRole,
+};
+
+/// Log level recorded for a failure when the job names none (ERROR).
+pub const DEFAULT_FAILURE_LOG_LEVEL: i64 = 40;
+/// Log level recorded for a success when the job names none (INFO).
+pub const DEFAULT_SUCCESS_LOG_LEVEL: i64 = 20;
+/// Log level recorded for the failed attempt of a self-retry (WARNING).
+pub const RETRY_LOG_LEVEL: i64 = 30;
+/// `exceptionType` of a retry asked for at `depth >= maxRetries`.
+pub const MAX_RETRIES_EXCEEDED: &str = "MaxRetriesExceeded";
+
+/// Tells the domain which `run` names have an in-process handler, so a task with
+/// no `using` can be routed inline or to the worker queue.
+pub trait RunnerResolver: Sync {
+    /// Whether a handler named `run` is registered in this process.
+    fn is_registered(&self, run: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool + Sync> RunnerResolver for F {
+    fn is_registered(&self, run: &str) -> bool {
+        self(run)
+    }
+}
+
+/// What one fire did (the API's `FireResult`, and what hooks see).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FireOutcome {
+    /// The fired trigger.
+    pub trigger: String,
+    /// Seq of its `TriggerFired` event (of the first firing, for a duplicate).
+    pub seq: u64,
+    /// What caused it (`None` for a fire made by a caller).
+    pub caused_by: Option<u64>,
+    /// Instances this fire scheduled, in order.
+    pub scheduled: Vec<String>,
+    /// Instances this fire abandoned, in order.
+    pub abandoned: Vec<String>,
+    /// The idempotency key was seen before: nothing was appended.
+    pub duplicate: bool,
+}
+
+/// What a job receives when its instance starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartedJob {
+    /// The instance.
+    pub instance: String,
+    /// Its task.
+    pub task: String,
+    /// The handler or job name.
+    pub run: String,
+    /// `withParams` deep-merged under the instance's kwargs.
+    pub kwargs: JsonObject,
+    /// Attempt number (0 for an original instance).
+    pub depth: u32,
+    /// The task's `maxRetries`.
+    pub max_retries: u32,
+}
+
+/// A failure reported by a job or worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The exception class.
+    pub exception_type: String,
+    /// Message and traceback.
+    pub exception_info: String,
+    /// Structured context.
+    pub exception_context: JsonObject,
+    /// Log level (defaults to ERROR).
+    pub log_level: Option<i64>,
+}
+
+/// The result of a step: every fire it made (first the command's own, then cascades).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepOutcome {
+    /// Fires made while deciding, in order.
+    pub fires: Vec<FireOutcome>,
+}
+
+/// Decides commands against one session's state.
+pub struct Decider<'a> {
+    state: &'a mut SessionState,
+    now: DateTime<Utc>,
+    resolver: &'a dyn RunnerResolver,
+    events: Vec<Event>,
+    fires: Vec<FireOutcome>,
+}
+
+impl<'a> Decider<'a> {
+    /// Starts a decision at `now` (the time every emitted event records).
+    pub fn new(
+        state: &'a mut SessionState,
+        now: DateTime<Utc>,
+        resolver: &'a dyn RunnerResolver,
+    ) -> Self {
+        Self {
+            state,
+            now,
+            resolver,
+            events: Vec::new(),
+            fires: Vec::new(),
+        }
+    }
+
+    /// The state as decided so far.
+    pub fn state(&self) -> &SessionState {
+        self.state
+    }
+
+    /// Events emitted so far.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The emitted events and every fire made.
+    pub fn finish(self) -> (Vec<Event>, Vec<FireOutcome>) {
+        (self.events, self.fires)
+    }
+
+    fn emit(&mut self, caused_by: Option<u64>, payload: EventPayload) -> Result<u64, DomainError> {
+        let event = Event {
+            seq: self.state.version() + 1,
+            at: self.now,
+            caused_by,
+            payload,
+        };
+        self.state.apply(&event)?;
+        let seq = event.seq;
+        self.events.push(event);
+        Ok(seq)
+    }
+
+    /// Adds or replaces tasks. Never creates instances or re-applies old fires.
+    pub fn configure(&mut self, tasks: BTreeMap<String, TaskConfig>) -> Result<u64, DomainError> {
+        for (name, task) in &tasks {
+            if task.configured_runner() == Some(Runner::Inline)
+                && !self.resolver.is_registered(&task.run)
+            {
+                return Err(DomainError::BadConfiguration(format!(
+                    "task {name:?}: directive \"using\" is \"inline\" but no handler named {:?} is registered",
+                    task.run
+                )));
+            }
+        }
+        self.emit(None, EventPayload::SessionConfigured { tasks })
+    }
+
+    /// Fires `trigger` (SPEC section 3). A repeated idempotency key appends nothing
+    /// and answers what the first firing did.
+    pub fn fire(
+        &mut self,
+        trigger: &str,
+        kwargs: JsonObject,
+        caused_by: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<FireOutcome, DomainError> {
+        if let Some(previous) = idempotency_key.and_then(|key| self.state.keyed_fire(key)) {
+            return Ok(FireOutcome {
+                trigger: previous.trigger.clone(),
+                seq: previous.seq,
+                caused_by: None,
+                scheduled: previous.scheduled.clone(),
+                abandoned: previous.abandoned.clone(),
+                duplicate: true,
+            });
+        }
+        let fired = self.emit(
+            caused_by,
+            EventPayload::TriggerFired {
+                trigger: trigger.to_owned(),
+                kwargs,
+                idempotency_key: idempotency_key.map(str::to_owned),
+            },
+        )?;
+        let mut outcome = FireOutcome {
+            trigger: trigger.to_owned(),
+            seq: fired,
+            caused_by,
+            ..FireOutcome::default()
+        };
+        for task_name in self.state.tasks_listening_to(trigger).to_vec() {
+            let task = self
+                .state
+                .task_arc(&task_name)
+                .ok_or_else(|| DomainError::Corrupt(format!("task {task_name:?} vanished")))?;
+            self.apply_to_task(&task_name, &task, trigger, fired)?;
+            self.settle(&task_name, &task, fired, &mut outcome)?;
+        }
+        self.fires.push(outcome.clone());
+        Ok(outcome)
+    }
+
+    /// Steps 1-3: offer the trigger to the task's unstarted instances; create one if needed.
+    fn apply_to_task(
+        &mut self,
+        task_name: &str,
+        task: &TaskConfig,
+        trigger: &str,
+        fired: u64,
+    ) -> Result<(), DomainError> {
+        let in_after = task.is_after(trigger);
+        let in_unless = task.is_unless(trigger);
+        let create = if self.state.instance_count(task_name) == 0 {
+            true
+        } else {
+            let mut accepted = false;
+            for name in self.state.unstarted_of(task_name) {
+                accepted |= self.offer(&name, trigger, in_after, in_unless, fired)?;
+            }
+            !accepted && task.and_every.as_deref() == Some(trigger)
+        };
+        if create {
+            let name = self.create_instance(task_name, task, trigger, fired)?;
+            self.offer(&name, trigger, in_after, in_unless, fired)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the trigger to one unstarted instance, if it does not hold it yet.
+    fn offer(
+        &mut self,
+        instance: &str,
+        trigger: &str,
+        in_after: bool,
+        in_unless: bool,
+        fired: u64,
+    ) -> Result<bool, DomainError> {
+        let inst = self.instance(instance)?;
+        let take_after = in_after && !inst.kwargs.contains_key(trigger);
+        let take_unless = in_unless && !inst.abandon_state.contains(trigger);
+        for (take, role) in [
+            (take_after, TriggerRole::After),
+            (take_unless, TriggerRole::Unless),
+        ] {
+            if take {
+                self.emit(
+                    Some(fired),
+                    EventPayload::TriggerApplied {
+                        instance: instance.to_owned(),
+                        trigger: trigger.to_owned(),
+                        role,
+                    },
+                )?;
+            }
+        }
+        Ok(take_after || take_unless)
+    }
+
+    /// A new instance inherits the latest kwargs of the task's other triggers.
+    fn create_instance(
+        &mut self,
+        task_name: &str,
+        task: &TaskConfig,
+        trigger: &str,
+        fired: u64,
+    ) -> Result<String, DomainError> {
+        let latest = self.state.latest_fires();
+        let mut kwargs = JsonObject::new();
+        let mut kwargs_sources = BTreeMap::new();
+        for other in task.after.iter().filter(|t| *t != trigger) {
+            if let Some(fire) = latest.get(other) {
+                kwargs.insert(other.clone(), Value::Object(fire.kwargs.clone()));
+                kwargs_sources.insert(other.clone(), fire.seq);
+            }
+        }
+        let mut abandon_state = Vec::new();
+        let mut abandon_sources = BTreeMap::new();
+        for other in task.unless.iter().filter(|t| *t != trigger) {
+            if let Some(fire) = latest.get(other) {
+                abandon_state.push(other.clone());
+                abandon_sources.insert(other.clone(), fire.seq);
+            }
+        }
+        let name = instance_name(task_name, self.state.instance_count(task_name));
+        self.emit(
+            Some(fired),
+            EventPayload::InstanceCreated {
+                instance: name.clone(),
+                task: task_name.to_owned(),
+                kwargs,
+                kwargs_sources,
+                abandon_state,
+                abandon_sources,
+                parent: None,
+                depth: 0,
+            },
+        )?;
+        Ok(name)
+    }
+
+    /// Step 4: abandon what can be abandoned (abandoning wins), schedule what is complete.
+    fn settle(
+        &mut self,
+        task_name: &str,
+        task: &TaskConfig,
+        fired: u64,
+        outcome: &mut FireOutcome,
+    ) -> Result<(), DomainError> {
+        for name in self.state.unstarted_of(task_name) {
+            let inst = self.instance(&name)?;
+            if inst.can_abandon(task) {
+                self.emit(
+                    Some(fired),
+                    EventPayload::InstanceAbandoned {
+                        instance: name.clone(),
+                    },
+                )?;
+                outcome.abandoned.push(name);
+            } else if inst.after_complete(task) {
+                self.schedule(&name, task, Some(fired), None)?;
+                outcome.scheduled.push(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn schedule(
+        &mut self,
+        instance: &str,
+        task: &TaskConfig,
+        caused_by: Option<u64>,
+        not_before: Option<DateTime<Utc>>,
+    ) -> Result<u64, DomainError> {
+        let runner = self.runner_for(task);
+        self.emit(
+            caused_by,
+            EventPayload::InstanceScheduled {
+                instance: instance.to_owned(),
+                runner,
+                not_before,
+            },
+        )
+    }
+
+    /// `using` when given; otherwise inline for a registered handler, else the default queue.
+    fn runner_for(&self, task: &TaskConfig) -> Runner {
+        task.configured_runner().unwrap_or_else(|| {
+            if self.resolver.is_registered(&task.run) {
+                Runner::Inline
+            } else {
+                Runner::Worker(Runner::DEFAULT_QUEUE.to_owned())
+            }
+        })
+    }
+
+    /// A runner starts a scheduled instance (or re-runs a running one whose lease
+    /// ended, when `restart` is set). Returns what the job receives.
+    pub fn start(
+        &mut self,
+        instance: &str,
+        worker: Option<String>,
+        lease_expires_at: Option<DateTime<Utc>>,
+        restart: bool,
+    ) -> Result<StartedJob, DomainError> {
+        let inst = self.instance(instance)?;
+        let startable = inst.status == InstanceStatus::Scheduled
+            || (restart && inst.status == InstanceStatus::Running);
+        if !startable {
+            return Err(invalid(inst, "start"));
+        }
+        let task = self.task_of(inst)?;
+        let job = StartedJob {
+            instance: inst.name.clone(),
+            task: inst.task.clone(),
+            run: task.run.clone(),
+            kwargs: deep_merge(&task.with_params, &inst.kwargs),
+            depth: inst.depth,
+            max_retries: task.max_retries,
+        };
+        let mut cause = inst.last_seq;
+        if inst.status == InstanceStatus::Running {
+            // The previous runner's lease ran out: record that before the new attempt.
+            let previous = inst
+                .metadata
+                .get("worker")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            cause = self.emit(
+                Some(cause),
+                EventPayload::InstanceLeaseExpired {
+                    instance: instance.to_owned(),
+                    worker: previous,
+                },
+            )?;
+        }
+        self.emit(
+            Some(cause),
+            EventPayload::InstanceStarted {
+                instance: instance.to_owned(),
+                actual_kwargs: job.kwargs.clone(),
+                attempt: job.depth + 1,
+                worker,
+                lease_expires_at,
+            },
+        )?;
+        Ok(job)
+    }
+
+    /// The job returned `result`: finish, then cascade (fire the task's name).
+    pub fn complete(
+        &mut self,
+        instance: &str,
+        result: JsonObject,
+        log_level: Option<i64>,
+    ) -> Result<FireOutcome, DomainError> {
+        let inst = self.running(instance, "complete")?;
+        let (task, started) = (inst.task.clone(), inst.last_seq);
+        let finished = self.emit(
+            Some(started),
+            EventPayload::InstanceFinished {
+                instance: instance.to_owned(),
+                result: result.clone(),
+                log_level: log_level.unwrap_or(DEFAULT_SUCCESS_LOG_LEVEL),
+            },
+        )?;
+        self.fire(&task, result, Some(finished), None)
+    }
+
+    /// The job failed.
+    pub fn fail(&mut self, instance: &str, failure: Failure) -> Result<(), DomainError> {
+        let started = self.running(instance, "fail")?.last_seq;
+        self.emit(Some(started), failed_event(instance, failure, None))?;
+        Ok(())
+    }
+
+    /// The job skipped itself.
+    pub fn skip_self(&mut self, instance: &str, metadata: JsonObject) -> Result<(), DomainError> {
+        let started = self.running(instance, "skip")?.last_seq;
+        self.emit(
+            Some(started),
+            EventPayload::InstanceSkipped {
+                instance: instance.to_owned(),
+                metadata,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The job asked to retry: fail and replay at once, or fail with
+    /// `MaxRetriesExceeded` when `depth >= maxRetries`. Returns the clone, if any.
+    pub fn retry(
+        &mut self,
+        instance: &str,
+        failure: Failure,
+        replacement_kwargs: Option<JsonObject>,
+        cooldown_seconds: Option<f64>,
+    ) -> Result<Option<String>, DomainError> {
+        let inst = self.running(instance, "retry")?;
+        let started = inst.last_seq;
+        let depth = inst.depth;
+        let max_retries = self.task_of(inst)?.max_retries;
+        if depth >= max_retries {
+            let exceeded = Failure {
+                exception_type: MAX_RETRIES_EXCEEDED.to_owned(),
+                exception_info: format!(
+                    "retry asked for at attempt depth {depth}, but the task allows maxRetries {max_retries}: {}",
+                    failure.exception_info
+                ),
+                exception_context: failure.exception_context,
+                log_level: Some(DEFAULT_FAILURE_LOG_LEVEL),
+            };
+            self.emit(Some(started), failed_event(instance, exceeded, None))?;
+            return Ok(None);
+        }
+        let cooldown = cooldown_seconds.filter(|c| *c > 0.0);
+        let failure = Failure {
+            log_level: failure.log_level.or(Some(RETRY_LOG_LEVEL)),
+            ..failure
+        };
+        let failed = self.emit(
+            Some(started),
+            failed_event(instance, failure, Some(cooldown.unwrap_or(0.0))),
+        )?;
+        let not_before =
+            cooldown.map(|c| self.now + chrono::Duration::milliseconds((c * 1000.0) as i64));
+        self.replay(instance, replacement_kwargs, Some(failed), not_before)
+            .map(Some)
+    }
+
+    /// `replayFailedInstance`: only for failed instances. Returns the clone's name.
+    pub fn replay_failed(
+        &mut self,
+        instance: &str,
+        replacement_kwargs: Option<JsonObject>,
+    ) -> Result<String, DomainError> {
+        let inst = self.instance(instance)?;
+        if !inst.can_replay() {
+            return Err(invalid(inst, "replay"));
+        }
+        self.replay(instance, replacement_kwargs, None, None)
+    }
+
+    fn replay(
+        &mut self,
+        instance: &str,
+        replacement_kwargs: Option<JsonObject>,
+        caused_by: Option<u64>,
+        not_before: Option<DateTime<Utc>>,
+    ) -> Result<String, DomainError> {
+        let inst = self.instance(instance)?;
+        let task = self.task_of(inst)?;
+        let clone = instance_name(&inst.task, self.state.instance_count(&inst.task));
+        let (kwargs, kwargs_sources) = match &replacement_kwargs {
+            Some(replacement) => (replacement.clone(), BTreeMap::new()),
+            None => (inst.kwargs.clone(), inst.kwargs_sources.clone()),
+        };
+        let created = InstanceCreatedArgs {
+            task: inst.task.clone(),
+            abandon_state: inst.abandon_state.iter().cloned().collect(),
+            abandon_sources: inst.abandon_sources.clone(),
+            depth: inst.depth + 1,
+        };
+        let replayed = self.emit(
+            caused_by,
+            EventPayload::InstanceReplayed {
+                instance: instance.to_owned(),
+                clone: clone.clone(),
+                replacement_kwargs,
+            },
+        )?;
+        let created_seq = self.emit(
+            Some(replayed),
+            EventPayload::InstanceCreated {
+                instance: clone.clone(),
+                task: created.task,
+                kwargs,
+                kwargs_sources,
+                abandon_state: created.abandon_state,
+                abandon_sources: created.abandon_sources,
+                parent: Some(instance.to_owned()),
+                depth: created.depth,
+            },
+        )?;
+        self.schedule(&clone, &task, Some(created_seq), not_before)?;
+        Ok(clone)
+    }
+
+    /// `skipFailedInstance`: only for failed instances; optionally cascades `result`.
+    pub fn skip_failed(
+        &mut self,
+        instance: &str,
+        cascade: bool,
+        result: JsonObject,
+    ) -> Result<(), DomainError> {
+        let inst = self.instance(instance)?;
+        if !inst.can_skip() {
+            return Err(invalid(inst, "skip"));
+        }
+        let task = inst.task.clone();
+        let mut metadata = JsonObject::new();
+        metadata.insert("cascade".into(), Value::Bool(cascade));
+        metadata.insert("result".into(), Value::Object(result.clone()));
+        let skipped = self.emit(
+            None,
+            EventPayload::InstanceSkipped {
+                instance: instance.to_owned(),
+                metadata,
+            },
+        )?;
+        if cascade {
+            self.fire(&task, result, Some(skipped), None)?;
+        }
+        Ok(())
+    }
+
+    /// `updateInstanceStatus`: sets any status, merges metadata, optionally cascades.
+    pub fn update_status(
+        &mut self,
+        instance: &str,
+        status: InstanceStatus,
+        metadata: JsonObject,
+        cascade_kwargs: Option<JsonObject>,
+    ) -> Result<(), DomainError> {
+        let task = self.instance(instance)?.task.clone();
+        let changed = self.emit(
+            None,
+            EventPayload::InstanceStatusChanged {
+                instance: instance.to_owned(),
+                status,
+                metadata,
+            },
+        )?;
+        if let Some(kwargs) = cascade_kwargs {
+            self.fire(&task, kwargs, Some(changed), None)?;
+        }
+        Ok(())
+    }
+
+    /// `updateInstanceMetadata`: merges metadata, bumps `lastModified` only.
+    pub fn update_metadata(
+        &mut self,
+        instance: &str,
+        metadata: JsonObject,
+    ) -> Result<(), DomainError> {
+        self.instance(instance)?;
+        self.emit(
+            None,
+            EventPayload::InstanceMetadataUpdated {
+                instance: instance.to_owned(),
+                metadata,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// `markInstanceLogsResolved`.
+    pub fn mark_logs_resolved(&mut self, instance: &str) -> Result<(), DomainError> {
+        self.instance(instance)?;
+        self.emit(
+            None,
+            EventPayload::InstanceLogsResolved {
+                instance: instance.to_owned(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// A runner's lease ran out: the running instance goes back to `scheduled`.
+    pub fn expire_lease(
+        &mut self,
+        instance: &str,
+        worker: Option<String>,
+    ) -> Result<(), DomainError> {
+        let started = self.running(instance, "expire the lease of")?.last_seq;
+        self.emit(
+            Some(started),
+            EventPayload::InstanceLeaseExpired {
+                instance: instance.to_owned(),
+                worker,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn instance(&self, name: &str) -> Result<&Instance, DomainError> {
+        self.state.instance(name).ok_or_else(|| {
+            DomainError::NotFound(format!(
+                "session {:?} has no instance {name:?}",
+                self.state.uid()
+            ))
+        })
+    }
+
+    fn running(&self, name: &str, what: &str) -> Result<&Instance, DomainError> {
+        let inst = self.instance(name)?;
+        if inst.status != InstanceStatus::Running {
+            return Err(invalid(inst, what));
+        }
+        Ok(inst)
+    }
+
+    fn task_of(&self, inst: &Instance) -> Result<std::sync::Arc<TaskConfig>, DomainError> {
+        self.state.task_arc(&inst.task).ok_or_else(|| {
+            DomainError::NotFound(format!(
+                "session {:?} has no task {:?} (instance {:?})",
+                self.state.uid(),
+                inst.task,
+                inst.name
+            ))
+        })
+    }
+}
+
+struct InstanceCreatedArgs {
+    task: String,
+    abandon_state: Vec<String>,
+    abandon_sources: BTreeMap<String, u64>,
+    depth: u32,
+}
+
+/// `<task>#<n>`.
+pub fn instance_name(task: &str, n: usize) -> String {
+    format!("{task}#{n}")
+}
+
+fn invalid(inst: &Instance, what: &str) -> DomainError {
+    let needs = match what {
+        "replay" | "skip" => "only failed instances can be",
+        "start" => "only scheduled instances can be",
+        _ => "only running instances can",
+    };
+    let verb = match what {
+        "replay" => "replayed".to_owned(),
+        "skip" => "skipped".to_owned(),
+        "start" => "started".to_owned(),
+        other => other.to_owned(),
+    };
+    DomainError::InvalidState(format!(
+        "instance {:?} is {}: {needs} {verb}",
+        inst.name, inst.status
+    ))
+}
+
+fn failed_event(instance: &str, failure: Failure, cooldown: Option<f64>) -> EventPayload {
+    EventPayload::InstanceFailed {
+        instance: instance.to_owned(),
+        exception_type: failure.exception_type,
+        exception_info: failure.exception_info,
+        exception_context: failure.exception_context,
+        log_level: failure.log_level.unwrap_or(DEFAULT_FAILURE_LOG_LEVEL),
+        cooldown,
+    }
+}

@@ -1,0 +1,587 @@
+//! Per-session state and the fold `state + event -> state` (SPEC section 8).
+//!
+//! `apply` holds no rules: it records what an event says happened. All rules live
+//! in `decide`, which emits events and applies each one as it goes, so the state
+//! after a decision is by construction the fold of the log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::merge::merge_into;
+use super::{
+    DomainError, Event, EventPayload, Instance, InstanceStatus, JsonObject, TaskConfig, TriggerRole,
+};
+
+/// The most recent firing of a trigger in a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatestFire {
+    /// Its kwargs.
+    pub kwargs: JsonObject,
+    /// The seq of its `TriggerFired` event.
+    pub seq: u64,
+}
+
+/// What a fire with an idempotency key did, to answer repeats of the key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyedFire {
+    /// The trigger that fired.
+    pub trigger: String,
+    /// The seq of the `TriggerFired` event.
+    pub seq: u64,
+    /// Instances that fire scheduled.
+    pub scheduled: Vec<String>,
+    /// Instances that fire abandoned.
+    pub abandoned: Vec<String>,
+}
+
+/// Indexes of one task's instances.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TaskInstances {
+    /// Positions in `SessionState::instances`, creation order.
+    all: Vec<usize>,
+    /// The unstarted ones: the only instances a fire can touch, kept apart so a
+    /// fire costs the same however many finished instances a task has.
+    unstarted: BTreeSet<usize>,
+}
+
+/// Everything known about one session: the fold of its events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionState {
+    uid: String,
+    version: u64,
+    updated_at: Option<DateTime<Utc>>,
+    tasks: BTreeMap<String, Arc<TaskConfig>>,
+    /// Trigger -> tasks whose `after` or `unless` contains it (sorted, derived from `tasks`).
+    by_trigger: HashMap<String, Vec<String>>,
+    instances: Vec<Instance>,
+    by_name: HashMap<String, usize>,
+    by_task: HashMap<String, TaskInstances>,
+    latest: BTreeMap<String, LatestFire>,
+    keyed: HashMap<String, KeyedFire>,
+    /// Seq and key of the latest keyed fire, to attribute what it scheduled.
+    last_keyed: Option<(u64, String)>,
+}
+
+/// The persisted form of a state (snapshots). Indexes are rebuilt on load.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotV1 {
+    uid: String,
+    version: u64,
+    updated_at: Option<DateTime<Utc>>,
+    tasks: BTreeMap<String, TaskConfig>,
+    instances: Vec<Instance>,
+    latest: BTreeMap<String, LatestFire>,
+    keyed: HashMap<String, KeyedFire>,
+    last_keyed: Option<(u64, String)>,
+}
+
+/// RFC 3339 with microseconds, the precision both databases keep.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl SessionState {
+    /// The empty state of a session never used (version 0).
+    pub fn new(uid: impl Into<String>) -> Self {
+        Self {
+            uid: uid.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Folds `events` into a fresh state.
+    pub fn fold<'a>(
+        uid: impl Into<String>,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Self, DomainError> {
+        let mut state = Self::new(uid);
+        for event in events {
+            state.apply(event)?;
+        }
+        Ok(state)
+    }
+
+    /// The session UID.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The seq of the last event applied (0 for a session never used).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When the last event was decided.
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.updated_at
+    }
+
+    /// Configured tasks by name.
+    pub fn tasks(&self) -> impl Iterator<Item = (&str, &TaskConfig)> {
+        self.tasks
+            .iter()
+            .map(|(name, task)| (name.as_str(), task.as_ref()))
+    }
+
+    /// One configured task.
+    pub fn task(&self, name: &str) -> Option<&TaskConfig> {
+        self.tasks.get(name).map(Arc::as_ref)
+    }
+
+    /// Shared handle on a task's configuration (cheap to keep across mutation).
+    pub fn task_arc(&self, name: &str) -> Option<Arc<TaskConfig>> {
+        self.tasks.get(name).cloned()
+    }
+
+    /// Names of tasks that listen to `trigger` (in `after` or `unless`), sorted.
+    pub fn tasks_listening_to(&self, trigger: &str) -> &[String] {
+        self.by_trigger
+            .get(trigger)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Every instance in creation order.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// One instance by name.
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.by_name.get(name).map(|&i| &self.instances[i])
+    }
+
+    /// A task's instances in creation order.
+    pub fn instances_of<'a>(&'a self, task: &str) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.by_task
+            .get(task)
+            .into_iter()
+            .flat_map(|t| t.all.iter().map(|&i| &self.instances[i]))
+    }
+
+    /// How many instances a task has had (the next instance number).
+    pub fn instance_count(&self, task: &str) -> usize {
+        self.by_task.get(task).map_or(0, |t| t.all.len())
+    }
+
+    /// Names of a task's unstarted instances, in creation order.
+    pub fn unstarted_of(&self, task: &str) -> Vec<String> {
+        self.by_task.get(task).map_or_else(Vec::new, |t| {
+            t.unstarted
+                .iter()
+                .map(|&i| self.instances[i].name.clone())
+                .collect()
+        })
+    }
+
+    /// Tasks with no instance yet, or with an unresolved instance.
+    pub fn unresolved_tasks(&self) -> Vec<&str> {
+        self.tasks
+            .keys()
+            .filter(|name| {
+                let mut instances = self.instances_of(name).peekable();
+                instances.peek().is_none() || instances.any(|i| !i.is_resolved())
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Instances that are not resolved.
+    pub fn unresolved_instances(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.iter().filter(|i| !i.is_resolved())
+    }
+
+    /// Instances whose error logs nobody has marked resolved.
+    pub fn instances_with_unresolved_logs(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.iter().filter(|i| i.has_unresolved_logs())
+    }
+
+    /// The most recent firing of each trigger.
+    pub fn latest_fires(&self) -> &BTreeMap<String, LatestFire> {
+        &self.latest
+    }
+
+    /// `latestKwargs`: trigger -> most recent kwargs.
+    pub fn latest_kwargs(&self) -> JsonObject {
+        self.latest
+            .iter()
+            .map(|(trigger, fire)| (trigger.clone(), Value::Object(fire.kwargs.clone())))
+            .collect()
+    }
+
+    /// What the fire with this idempotency key did, if it happened.
+    pub fn keyed_fire(&self, key: &str) -> Option<&KeyedFire> {
+        self.keyed.get(key)
+    }
+
+    /// Applies one event. Infallible for events `decide` produced; an error means the
+    /// stored log does not fit this state (corruption or a newer writer).
+    pub fn apply(&mut self, event: &Event) -> Result<(), DomainError> {
+        if event.seq != self.version + 1 {
+            return Err(DomainError::Corrupt(format!(
+                "session {:?}: event seq {} follows version {}",
+                self.uid, event.seq, self.version
+            )));
+        }
+        let at = event.at;
+        match &event.payload {
+            EventPayload::SessionConfigured { tasks } => {
+                for (name, config) in tasks {
+                    self.tasks.insert(name.clone(), Arc::new(config.clone()));
+                }
+                self.reindex_triggers();
+            }
+            EventPayload::TriggerFired {
+                trigger,
+                kwargs,
+                idempotency_key,
+            } => {
+                self.latest.insert(
+                    trigger.clone(),
+                    LatestFire {
+                        kwargs: kwargs.clone(),
+                        seq: event.seq,
+                    },
+                );
+                if let Some(key) = idempotency_key {
+                    self.keyed.insert(
+                        key.clone(),
+                        KeyedFire {
+                            trigger: trigger.clone(),
+                            seq: event.seq,
+                            ..KeyedFire::default()
+                        },
+                    );
+                    self.last_keyed = Some((event.seq, key.clone()));
+                }
+            }
+            EventPayload::InstanceCreated {
+                instance,
+                task,
+                kwargs,
+                kwargs_sources,
+                abandon_state,
+                abandon_sources,
+                parent,
+                depth,
+            } => {
+                if self.by_name.contains_key(instance) {
+                    return Err(corrupt(instance, "created twice"));
+                }
+                let mut metadata = JsonObject::new();
+                let stamp = Value::String(timestamp(at));
+                let timestamps: JsonObject = [
+                    ("created".to_owned(), stamp.clone()),
+                    ("lastModified".to_owned(), stamp.clone()),
+                    (InstanceStatus::Unstarted.as_str().to_owned(), stamp),
+                ]
+                .into_iter()
+                .collect();
+                metadata.insert("timestamps".into(), Value::Object(timestamps));
+                if let Some(parent) = parent {
+                    metadata.insert("parent".into(), Value::String(parent.clone()));
+                }
+                metadata.insert("depth".into(), Value::from(*depth));
+                let position = self.instances.len();
+                self.instances.push(Instance {
+                    name: instance.clone(),
+                    task: task.clone(),
+                    status: InstanceStatus::Unstarted,
+                    kwargs: kwargs.clone(),
+                    kwargs_sources: kwargs_sources.clone(),
+                    abandon_state: abandon_state.iter().cloned().collect(),
+                    abandon_sources: abandon_sources.clone(),
+                    metadata,
+                    parent: parent.clone(),
+                    depth: *depth,
+                    runner: None,
+                    created_seq: event.seq,
+                    last_seq: event.seq,
+                });
+                self.by_name.insert(instance.clone(), position);
+                let entry = self.by_task.entry(task.clone()).or_default();
+                entry.all.push(position);
+                entry.unstarted.insert(position);
+            }
+            EventPayload::TriggerApplied {
+                instance,
+                trigger,
+                role,
+            } => {
+                let source = event
+                    .caused_by
+                    .ok_or_else(|| corrupt(instance, "TriggerApplied without causedBy"))?;
+                let kwargs = match self.latest.get(trigger) {
+                    Some(fire) if fire.seq == source => fire.kwargs.clone(),
+                    _ => {
+                        return Err(corrupt(
+                            instance,
+                            "TriggerApplied does not follow its TriggerFired",
+                        ))
+                    }
+                };
+                let inst = self.instance_mut(instance)?;
+                match role {
+                    TriggerRole::After => {
+                        inst.kwargs.insert(trigger.clone(), Value::Object(kwargs));
+                        inst.kwargs_sources.insert(trigger.clone(), source);
+                    }
+                    TriggerRole::Unless => {
+                        inst.abandon_state.insert(trigger.clone());
+                        inst.abandon_sources.insert(trigger.clone(), source);
+                    }
+                }
+                touch(inst, at);
+            }
+            EventPayload::InstanceScheduled {
+                instance,
+                runner,
+                not_before,
+            } => {
+                let inst = self.set_status(instance, InstanceStatus::Scheduled, at)?;
+                inst.runner = Some(runner.clone());
+                if let Some(not_before) = not_before {
+                    inst.metadata
+                        .insert("notBefore".into(), Value::String(timestamp(*not_before)));
+                }
+                self.attribute_to_keyed_fire(event.caused_by, instance, true);
+            }
+            EventPayload::InstanceStarted {
+                instance,
+                actual_kwargs,
+                attempt,
+                worker,
+                ..
+            } => {
+                let inst = self.set_status(instance, InstanceStatus::Running, at)?;
+                inst.metadata
+                    .insert("actualKwargs".into(), Value::Object(actual_kwargs.clone()));
+                inst.metadata
+                    .insert("attempt".into(), Value::from(*attempt));
+                if let Some(worker) = worker {
+                    inst.metadata
+                        .insert("worker".into(), Value::String(worker.clone()));
+                }
+            }
+            EventPayload::InstanceFinished {
+                instance,
+                result,
+                log_level,
+            } => {
+                let inst = self.set_status(instance, InstanceStatus::Finished, at)?;
+                inst.metadata
+                    .insert("result".into(), Value::Object(result.clone()));
+                inst.metadata
+                    .insert("logLevel".into(), Value::from(*log_level));
+            }
+            EventPayload::InstanceFailed {
+                instance,
+                exception_type,
+                exception_info,
+                exception_context,
+                log_level,
+                cooldown,
+            } => {
+                let inst = self.set_status(instance, InstanceStatus::Failed, at)?;
+                let m = &mut inst.metadata;
+                m.insert(
+                    "exceptionType".into(),
+                    Value::String(exception_type.clone()),
+                );
+                m.insert(
+                    "exceptionInfo".into(),
+                    Value::String(exception_info.clone()),
+                );
+                m.insert(
+                    "exceptionContext".into(),
+                    Value::Object(exception_context.clone()),
+                );
+                m.insert("logLevel".into(), Value::from(*log_level));
+                if let Some(cooldown) = cooldown {
+                    m.insert("cooldown".into(), Value::from(*cooldown));
+                }
+            }
+            EventPayload::InstanceSkipped { instance, metadata } => {
+                let inst = self.set_status(instance, InstanceStatus::Skipped, at)?;
+                merge_metadata(inst, metadata);
+            }
+            EventPayload::InstanceReplayed { instance, .. } => {
+                self.set_status(instance, InstanceStatus::Replayed, at)?;
+            }
+            EventPayload::InstanceAbandoned { instance } => {
+                self.set_status(instance, InstanceStatus::Abandoned, at)?;
+                self.attribute_to_keyed_fire(event.caused_by, instance, false);
+            }
+            EventPayload::InstanceStatusChanged {
+                instance,
+                status,
+                metadata,
+            } => {
+                let inst = self.set_status(instance, *status, at)?;
+                merge_metadata(inst, metadata);
+            }
+            EventPayload::InstanceMetadataUpdated { instance, metadata } => {
+                let inst = self.instance_mut(instance)?;
+                merge_metadata(inst, metadata);
+                touch(inst, at);
+            }
+            EventPayload::InstanceLogsResolved { instance } => {
+                let inst = self.instance_mut(instance)?;
+                inst.metadata
+                    .insert("logsResolved".into(), Value::Bool(true));
+                touch(inst, at);
+            }
+            EventPayload::InstanceLeaseExpired { instance, .. } => {
+                self.set_status(instance, InstanceStatus::Scheduled, at)?;
+            }
+        }
+        if let Some(name) = event.payload.instance() {
+            self.instance_mut(name)?.last_seq = event.seq;
+        }
+        self.version = event.seq;
+        self.updated_at = Some(at);
+        Ok(())
+    }
+
+    fn instance_mut(&mut self, name: &str) -> Result<&mut Instance, DomainError> {
+        let position = *self
+            .by_name
+            .get(name)
+            .ok_or_else(|| corrupt(name, "unknown instance"))?;
+        Ok(&mut self.instances[position])
+    }
+
+    fn set_status(
+        &mut self,
+        name: &str,
+        status: InstanceStatus,
+        at: DateTime<Utc>,
+    ) -> Result<&mut Instance, DomainError> {
+        let position = *self
+            .by_name
+            .get(name)
+            .ok_or_else(|| corrupt(name, "unknown instance"))?;
+        let task = self.instances[position].task.clone();
+        if let Some(entry) = self.by_task.get_mut(&task) {
+            if status == InstanceStatus::Unstarted {
+                entry.unstarted.insert(position);
+            } else {
+                entry.unstarted.remove(&position);
+            }
+        }
+        let inst = &mut self.instances[position];
+        inst.status = status;
+        touch(inst, at);
+        timestamps(inst).insert(status.as_str().to_owned(), Value::String(timestamp(at)));
+        Ok(inst)
+    }
+
+    fn attribute_to_keyed_fire(&mut self, caused_by: Option<u64>, instance: &str, scheduled: bool) {
+        let Some((seq, key)) = &self.last_keyed else {
+            return;
+        };
+        if caused_by != Some(*seq) {
+            return;
+        }
+        if let Some(fire) = self.keyed.get_mut(key) {
+            let list = if scheduled {
+                &mut fire.scheduled
+            } else {
+                &mut fire.abandoned
+            };
+            list.push(instance.to_owned());
+        }
+    }
+
+    fn reindex_triggers(&mut self) {
+        let mut by_trigger: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, task) in &self.tasks {
+            let listened: BTreeSet<&str> = task.triggers().collect();
+            for trigger in listened {
+                by_trigger
+                    .entry(trigger.to_owned())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        self.by_trigger = by_trigger;
+    }
+
+    /// Serialises the state for a snapshot.
+    pub fn to_snapshot(&self) -> Value {
+        let snapshot = SnapshotV1 {
+            uid: self.uid.clone(),
+            version: self.version,
+            updated_at: self.updated_at,
+            tasks: self
+                .tasks
+                .iter()
+                .map(|(name, task)| (name.clone(), TaskConfig::clone(task)))
+                .collect(),
+            instances: self.instances.clone(),
+            latest: self.latest.clone(),
+            keyed: self.keyed.clone(),
+            last_keyed: self.last_keyed.clone(),
+        };
+        serde_json::to_value(snapshot).expect("session state always serialises")
+    }
+
+    /// Restores a state saved by [`SessionState::to_snapshot`].
+    pub fn from_snapshot(value: Value) -> Result<Self, DomainError> {
+        let snapshot: SnapshotV1 = serde_json::from_value(value)
+            .map_err(|err| DomainError::Corrupt(format!("snapshot: {err}")))?;
+        let mut state = Self {
+            uid: snapshot.uid,
+            version: snapshot.version,
+            updated_at: snapshot.updated_at,
+            tasks: snapshot
+                .tasks
+                .into_iter()
+                .map(|(name, task)| (name, Arc::new(task)))
+                .collect(),
+            instances: snapshot.instances,
+            latest: snapshot.latest,
+            keyed: snapshot.keyed,
+            last_keyed: snapshot.last_keyed,
+            ..Self::default()
+        };
+        state.reindex_triggers();
+        for (position, inst) in state.instances.iter().enumerate() {
+            state.by_name.insert(inst.name.clone(), position);
+            let entry = state.by_task.entry(inst.task.clone()).or_default();
+            entry.all.push(position);
+            if inst.status == InstanceStatus::Unstarted {
+                entry.unstarted.insert(position);
+            }
+        }
+        Ok(state)
+    }
+}
+
+fn corrupt(instance: &str, what: &str) -> DomainError {
+    DomainError::Corrupt(format!("instance {instance:?}: {what}"))
+}
+
+fn timestamps(inst: &mut Instance) -> &mut JsonObject {
+    let entry = inst
+        .metadata
+        .entry("timestamps")
+        .or_insert_with(|| Value::Object(JsonObject::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(JsonObject::new());
+    }
+    entry.as_object_mut().expect("just made an object")
+}
+
+fn touch(inst: &mut Instance, at: DateTime<Utc>) {
+    timestamps(inst).insert("lastModified".into(), Value::String(timestamp(at)));
+}
+
+fn merge_metadata(inst: &mut Instance, metadata: &JsonObject) {
+    merge_into(&mut inst.metadata, metadata);
+}

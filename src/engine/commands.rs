@@ -1,0 +1,232 @@
+//! The write side of the library API: configure, fire, and the manual changes of
+//! SPEC section 5. Each parses its input at the boundary, then runs one decision.
+
+use serde_json::Value;
+
+use super::{Engine, Error, Result};
+use crate::domain::config::json_type;
+use crate::domain::{
+    parse_tasks, Event, FireOutcome, Instance, InstanceStatus, JsonObject, SessionUid, TriggerName,
+};
+
+/// What a fire did (the GraphQL `FireResult`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FireResult {
+    /// The session.
+    pub session: String,
+    /// The fired trigger.
+    pub trigger: String,
+    /// Seq of the `TriggerFired` event (the first one, for a duplicate).
+    pub seq: u64,
+    /// The `TriggerFired` event, when it is at hand (always for a fresh fire).
+    pub event: Option<Event>,
+    /// Instances this fire scheduled (not those of later cascades).
+    pub scheduled: Vec<String>,
+    /// Instances this fire abandoned.
+    pub abandoned: Vec<String>,
+    /// The idempotency key was used before: nothing was appended.
+    pub duplicate: bool,
+}
+
+impl FireResult {
+    pub(crate) fn from_outcome(session: &str, fire: &FireOutcome, events: &[Event]) -> Self {
+        Self {
+            session: session.to_owned(),
+            trigger: fire.trigger.clone(),
+            seq: fire.seq,
+            event: events.iter().find(|e| e.seq == fire.seq).cloned(),
+            scheduled: fire.scheduled.clone(),
+            abandoned: fire.abandoned.clone(),
+            duplicate: fire.duplicate,
+        }
+    }
+}
+
+/// Parses an optional JSON value that must be an object (`None` and `null` -> `{}`).
+pub(crate) fn object_or_empty(value: Option<Value>, what: &str) -> Result<JsonObject> {
+    match value {
+        None | Some(Value::Null) => Ok(JsonObject::new()),
+        Some(Value::Object(map)) => Ok(map),
+        Some(other) => Err(Error::BadInput(format!(
+            "{what} must be a JSON object, got {}",
+            json_type(&other)
+        ))),
+    }
+}
+
+/// Parses an optional JSON value that, when present, must be an object.
+pub(crate) fn optional_object(value: Option<Value>, what: &str) -> Result<Option<JsonObject>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        other => object_or_empty(other, what).map(Some),
+    }
+}
+
+impl Engine {
+    /// Adds or replaces tasks (`tasks`: task name -> directives). Bad configuration
+    /// is rejected as a whole and nothing is written.
+    #[tracing::instrument(skip(self, tasks), err)]
+    pub async fn configure(&self, session: &str, tasks: &Value) -> Result<u64> {
+        let uid = SessionUid::parse(session)?;
+        let tasks = parse_tasks(tasks)?;
+        let executed = self
+            .execute(uid.as_str(), |d| d.configure(tasks.clone()), |_| Vec::new())
+            .await?;
+        Ok(executed.value)
+    }
+
+    /// Fires `trigger` with `kwargs` (SPEC section 3). With an idempotency key, a
+    /// repeat returns the first outcome with `duplicate` set and appends nothing.
+    #[tracing::instrument(skip(self, kwargs), err)]
+    pub async fn fire(
+        &self,
+        session: &str,
+        trigger: &str,
+        kwargs: JsonObject,
+        idempotency_key: Option<&str>,
+    ) -> Result<FireResult> {
+        let uid = SessionUid::parse(session)?;
+        let trigger = TriggerName::parse(trigger)?;
+        if idempotency_key.is_some_and(str::is_empty) {
+            return Err(Error::BadInput("idempotencyKey must not be empty".into()));
+        }
+        let executed = self
+            .execute(
+                uid.as_str(),
+                |d| d.fire(trigger.as_str(), kwargs.clone(), None, idempotency_key),
+                |_| Vec::new(),
+            )
+            .await?;
+        let mut result = FireResult::from_outcome(uid.as_str(), &executed.value, &executed.events);
+        if result.event.is_none() {
+            result.event = self
+                .inner
+                .store
+                .events_by_seq(uid.as_str(), &[result.seq])
+                .await?
+                .into_iter()
+                .next();
+        }
+        Ok(result)
+    }
+
+    /// [`Engine::fire`] with kwargs as any JSON value (must be an object or absent).
+    pub async fn fire_json(
+        &self,
+        session: &str,
+        trigger: &str,
+        kwargs: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<FireResult> {
+        let kwargs = object_or_empty(kwargs, "kwargs")?;
+        self.fire(session, trigger, kwargs, idempotency_key).await
+    }
+
+    /// Replays a failed instance as a new clone (scheduled at once); returns the clone.
+    #[tracing::instrument(skip(self, replacement_kwargs), err)]
+    pub async fn replay_failed_instance(
+        &self,
+        session: &str,
+        instance: &str,
+        replacement_kwargs: Option<Value>,
+    ) -> Result<Instance> {
+        let replacement = optional_object(replacement_kwargs, "replacementKwargs")?;
+        self.on_instance(session, |d| {
+            let clone = d.replay_failed(instance, replacement.clone())?;
+            Ok(clone)
+        })
+        .await
+    }
+
+    /// Skips a failed instance; with `cascade`, fires the task name with `result`.
+    #[tracing::instrument(skip(self, result), err)]
+    pub async fn skip_failed_instance(
+        &self,
+        session: &str,
+        instance: &str,
+        cascade: bool,
+        result: Option<Value>,
+    ) -> Result<Instance> {
+        let result = object_or_empty(result, "result")?;
+        self.on_instance(session, |d| {
+            d.skip_failed(instance, cascade, result.clone())?;
+            Ok(instance.to_owned())
+        })
+        .await
+    }
+
+    /// Sets any status, merges metadata, optionally cascades `cascade_kwargs`.
+    #[tracing::instrument(skip(self, metadata, cascade_kwargs), err)]
+    pub async fn update_instance_status(
+        &self,
+        session: &str,
+        instance: &str,
+        status: InstanceStatus,
+        metadata: Option<Value>,
+        cascade: bool,
+        cascade_kwargs: Option<Value>,
+    ) -> Result<Instance> {
+        let metadata = object_or_empty(metadata, "metadata")?;
+        let cascade_kwargs = object_or_empty(cascade_kwargs, "cascadeKwargs")?;
+        self.on_instance(session, |d| {
+            let cascade = cascade.then(|| cascade_kwargs.clone());
+            d.update_status(instance, status, metadata.clone(), cascade)?;
+            Ok(instance.to_owned())
+        })
+        .await
+    }
+
+    /// Merges metadata into an instance's metadata.
+    #[tracing::instrument(skip(self, metadata), err)]
+    pub async fn update_instance_metadata(
+        &self,
+        session: &str,
+        instance: &str,
+        metadata: Value,
+    ) -> Result<Instance> {
+        let metadata = object_or_empty(Some(metadata), "metadata")?;
+        self.on_instance(session, |d| {
+            d.update_metadata(instance, metadata.clone())?;
+            Ok(instance.to_owned())
+        })
+        .await
+    }
+
+    /// Sets metadata `logsResolved: true`.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn mark_instance_logs_resolved(
+        &self,
+        session: &str,
+        instance: &str,
+    ) -> Result<Instance> {
+        self.on_instance(session, |d| {
+            d.mark_logs_resolved(instance)?;
+            Ok(instance.to_owned())
+        })
+        .await
+    }
+
+    /// Runs a decision that names an instance, and returns that instance as committed.
+    async fn on_instance(
+        &self,
+        session: &str,
+        mut decide: impl FnMut(
+            &mut crate::domain::Decider<'_>,
+        ) -> Result<String, crate::domain::DomainError>,
+    ) -> Result<Instance> {
+        let uid = SessionUid::parse(session)?;
+        let executed = self
+            .execute(
+                uid.as_str(),
+                |d| {
+                    let name = decide(d)?;
+                    d.state().instance(&name).cloned().ok_or_else(|| {
+                        crate::domain::DomainError::NotFound(format!("no instance {name:?}"))
+                    })
+                },
+                |_| Vec::new(),
+            )
+            .await?;
+        Ok(executed.value)
+    }
+}

@@ -1,0 +1,159 @@
+//! The read side: session state (live and as of a version), timelines, audit, and
+//! `rebuild`, which recomputes every projection from the log alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{instance_row, Engine, Error, Result};
+use crate::domain::{Event, InstanceStatus, SessionState, SessionUid};
+use crate::store::{InstanceRow, QueueEntry, Rebuilt, SessionSummary, StoredSnapshot};
+
+/// What `rebuild` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildReport {
+    /// Sessions rebuilt.
+    pub sessions: usize,
+    /// Events folded.
+    pub events: u64,
+    /// Instance rows written.
+    pub instances: usize,
+    /// Queue rows kept or restored.
+    pub queued: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Engine {
+    /// The current state of a session (empty, version 0, if never used).
+    pub async fn session(&self, session: &str) -> Result<Arc<SessionState>> {
+        let slot = self.inner.cache.slot(session);
+        let mut slot = slot.lock().await;
+        self.catch_up(session, &mut slot).await?;
+        Ok(slot.state.clone().expect("caught up"))
+    }
+
+    /// The state folded from events 1..=`version` (metadata timestamps included).
+    pub async fn session_as_of(&self, session: &str, version: u64) -> Result<SessionState> {
+        let events = self.inner.store.events(session, 0, Some(version)).await?;
+        Ok(SessionState::fold(session, &events)?)
+    }
+
+    /// Events with seq > `after`, ascending, at most `first`.
+    pub async fn events(
+        &self,
+        session: &str,
+        after: u64,
+        first: Option<u64>,
+    ) -> Result<Vec<Event>> {
+        Ok(self.inner.store.events(session, after, first).await?)
+    }
+
+    /// Every event about one instance, ascending.
+    pub async fn instance_history(&self, session: &str, instance: &str) -> Result<Vec<Event>> {
+        Ok(self.inner.store.instance_events(session, instance).await?)
+    }
+
+    /// The `TriggerFired` events behind an instance's kwargs and abandon state.
+    pub async fn instance_causes(&self, session: &str, instance: &str) -> Result<Vec<Event>> {
+        let state = self.session(session).await?;
+        let inst = state.instance(instance).ok_or_else(|| {
+            Error::NotFound(format!("session {session:?} has no instance {instance:?}"))
+        })?;
+        Ok(self
+            .inner
+            .store
+            .events_by_seq(session, &inst.cause_seqs())
+            .await?)
+    }
+
+    /// Sessions by UID (keyset pagination).
+    pub async fn sessions(&self, first: u32, after: Option<&str>) -> Result<Vec<SessionSummary>> {
+        Ok(self.inner.store.sessions(first, after).await?)
+    }
+
+    /// Instances across sessions, from the projection table.
+    pub async fn instances(
+        &self,
+        statuses: &[InstanceStatus],
+        task: Option<&str>,
+        first: u32,
+        after: Option<(&str, &str)>,
+    ) -> Result<Vec<InstanceRow>> {
+        Ok(self
+            .inner
+            .store
+            .instances(statuses, task, first, after)
+            .await?)
+    }
+
+    /// Recomputes every projection and snapshot from the event log alone.
+    pub async fn rebuild(&self) -> Result<RebuildReport> {
+        let started = Instant::now();
+        let store = &self.inner.store;
+        let mut report = RebuildReport {
+            sessions: 0,
+            events: 0,
+            instances: 0,
+            queued: 0,
+            elapsed: Duration::ZERO,
+        };
+        for uid in store.session_uids().await? {
+            SessionUid::parse(uid.as_str())?;
+            let slot = self.inner.cache.slot(&uid);
+            let mut slot = slot.lock().await;
+            let events = store.events(&uid, 0, None).await?;
+            let state = SessionState::fold(uid.as_str(), &events)?;
+            let Some(updated_at) = state.updated_at() else {
+                continue;
+            };
+            let instances: Vec<InstanceRow> = state
+                .instances()
+                .iter()
+                .map(|i| instance_row(&uid, i))
+                .collect();
+            let queue: Vec<QueueEntry> = state
+                .instances()
+                .iter()
+                .filter(|i| i.status.is_queued())
+                .map(|i| QueueEntry {
+                    session: uid.clone(),
+                    instance: i.name.clone(),
+                    queue: i
+                        .runner
+                        .as_ref()
+                        .map_or(crate::domain::Runner::DEFAULT_QUEUE, |r| r.queue_name())
+                        .to_owned(),
+                    run: state
+                        .task(&i.task)
+                        .map(|t| t.run.clone())
+                        .unwrap_or_default(),
+                    available_at: updated_at.min(super::now()),
+                    lease_owner: None,
+                    lease_token: None,
+                    lease_expires_at: None,
+                })
+                .collect();
+            report.sessions += 1;
+            report.events += events.len() as u64;
+            report.instances += instances.len();
+            report.queued += queue.len();
+            store
+                .replace_projections(Rebuilt {
+                    session: uid.clone(),
+                    version: state.version(),
+                    updated_at,
+                    instances,
+                    queue,
+                    snapshot: StoredSnapshot {
+                        version: state.version(),
+                        state: state.to_snapshot(),
+                    },
+                })
+                .await?;
+            slot.snapshot_version = state.version();
+            slot.state = Some(Arc::new(state));
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}

@@ -1,0 +1,145 @@
+//! The GraphQL API of SPEC section 9: an adapter that parses arguments, calls the
+//! [`Engine`], and maps results and errors. No rules and no SQL live here.
+//!
+//! - [`types`]: `Session`, `TaskConfig`, `TaskInstance`, `Event`, `FireResult`,
+//!   `SessionSummary`, `TaskClaim` and the `InstanceStatus` enum.
+//! - [`query`], [`mutation`], [`subscription`]: the three roots.
+//! - [`error`]: engine errors -> `extensions.code`; internal errors logged.
+//! - `workers` (private): the worker protocol calls, in one place.
+//!
+//! [`schema`] builds the executable schema with its limits; [`sdl`] is what
+//! `schema.graphql` at the repo root must contain.
+
+pub mod error;
+pub mod mutation;
+pub mod query;
+pub mod scalars;
+pub mod subscription;
+pub mod types;
+mod workers;
+
+use std::time::Duration;
+
+use async_graphql::{Context, Schema, SchemaBuilder};
+
+use crate::Engine;
+use error::bad_input;
+
+pub use mutation::Mutation;
+pub use query::Query;
+pub use subscription::Subscription;
+
+/// The executable schema.
+pub type TriggersSchema = Schema<Query, Mutation, Subscription>;
+
+/// Limits and tunables of the API. The defaults suit a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Deepest selection accepted (GraphiQL's introspection query needs 13).
+    pub max_depth: usize,
+    /// Most fields one request may select (async-graphql's complexity).
+    pub max_complexity: usize,
+    /// Page size of listings and timelines when `first` is not given.
+    pub default_page_size: u32,
+    /// Largest `first` accepted; larger is `BAD_INPUT` rather than silently cut.
+    pub max_page_size: u32,
+    /// Largest JSON argument (kwargs, tasks, result, metadata), serialised.
+    pub max_json_bytes: usize,
+    /// How often a subscription re-reads the log even without a local commit, so
+    /// that events appended by another server process on the same database show up.
+    pub subscription_poll: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_depth: 16,
+            max_complexity: 5_000,
+            default_page_size: 100,
+            max_page_size: 1_000,
+            max_json_bytes: 256 * 1024,
+            subscription_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query, Mutation, Subscription).extension(error::ErrorCodes)
+}
+
+/// The schema served for `engine`, with `config`'s limits.
+pub fn schema(engine: Engine, config: Config) -> TriggersSchema {
+    builder()
+        .limit_depth(config.max_depth)
+        .limit_complexity(config.max_complexity)
+        .data(engine)
+        .data(config)
+        .finish()
+}
+
+/// The schema in SDL: what `schema.graphql` holds.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+/// The engine the schema was built with.
+pub(crate) fn engine<'a>(ctx: &Context<'a>) -> &'a Engine {
+    ctx.data_unchecked::<Engine>()
+}
+
+/// The limits the schema was built with.
+pub(crate) fn config<'a>(ctx: &Context<'a>) -> &'a Config {
+    ctx.data_unchecked::<Config>()
+}
+
+/// A `first` argument: the default when absent, `BAD_INPUT` when out of range.
+pub(crate) fn page_size(ctx: &Context<'_>, first: Option<i32>) -> async_graphql::Result<u32> {
+    let config = config(ctx);
+    let Some(first) = first else {
+        return Ok(config.default_page_size);
+    };
+    match u32::try_from(first) {
+        Ok(first) if first <= config.max_page_size => Ok(first),
+        Ok(_) => Err(bad_input(format!(
+            "first must be at most {} (got {first}); page with `after`",
+            config.max_page_size
+        ))),
+        Err(_) => Err(bad_input(format!("first must be >= 0, got {first}"))),
+    }
+}
+
+/// Refuses a JSON argument larger than [`Config::max_json_bytes`] serialised.
+pub(crate) fn check_json_size(
+    ctx: &Context<'_>,
+    what: &str,
+    value: Option<&serde_json::Value>,
+) -> async_graphql::Result<()> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let limit = config(ctx).max_json_bytes;
+    let mut counter = ByteCounter(0);
+    // Writing to a counter cannot fail; an error would only mean "too big".
+    let _ = serde_json::to_writer(&mut counter, value);
+    if counter.0 > limit {
+        return Err(bad_input(format!(
+            "{what} is {} bytes as JSON; the limit is {limit} bytes",
+            counter.0
+        )));
+    }
+    Ok(())
+}
+
+/// Counts serialised bytes without keeping them.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! The Mutation root: configure, fire, the manual changes of SPEC section 5, and
+//! the worker protocol. Each checks argument sizes, makes one engine call, and
+//! answers with what that call committed.
+
+use async_graphql::{Context, Object, Result};
+
+use super::error::{from_engine, GqlResult};
+use super::scalars::{DateTime, Json};
+use super::types::{FireResult, InstanceStatus, Session, TaskClaim, TaskInstance};
+use super::{check_json_size, engine, workers};
+use crate::engine::Error;
+
+/// Writes.
+pub struct Mutation;
+
+fn json(value: &Option<Json>) -> Option<&serde_json::Value> {
+    value.as_ref().map(|j| &j.0)
+}
+
+#[Object]
+impl Mutation {
+    /// Adds or replaces tasks (`tasks`: task name -> directives, SPEC section 2).
+    /// Bad configuration is rejected as a whole (`BAD_CONFIGURATION`).
+    async fn configure(&self, ctx: &Context<'_>, session: String, tasks: Json) -> Result<Session> {
+        check_json_size(ctx, "tasks", Some(&tasks.0))?;
+        let engine = engine(ctx);
+        engine.configure(&session, &tasks.0).await.gql()?;
+        Ok(Session::new(engine.session(&session).await.gql()?))
+    }
+
+    /// Fires `trigger` with `kwargs` (a JSON object, default `{}`). A repeated
+    /// `idempotencyKey` returns the first result with `duplicate: true` and
+    /// appends nothing.
+    async fn fire(
+        &self,
+        ctx: &Context<'_>,
+        session: String,
+        trigger: String,
+        kwargs: Option<Json>,
+        idempotency_key: Option<String>,
+    ) -> Result<FireResult> {
+        check_json_size(ctx, "kwargs", json(&kwargs))?;
+        let engine = engine(ctx);
+        let result = engine
+            .fire_json(
+                &session,
+                &trigger,
+                kwargs.map(|j| j.0),
+                idempotency_key.as_deref(),
+            )
+            .await
+            .gql()?;
+        let Some(event) = result.event.clone() else {
+            return Err(from_engine(&Error::Corrupt(format!(
+                "session {session:?} has no TriggerFired event at seq {}",
+                result.seq
+            ))));
+        };
+        let state = engine.session(&session).await.gql()?;
+        Ok(FireResult::new(state, event, result))
+    }
+
+    /// Replays a `failed` instance as a new clone, scheduled at once; returns the clone.
+    async fn replay_failed_instance(
+        &self,
+        ctx: &Context<'_>,
+        session: String,
+        instance: String,
+        replacement_kwargs: Option<Json>,
+    ) -> Result<TaskInstance> {
+        check_json_size(ctx, "replacementKwargs", json(&replacement_kwargs))?;
+        let clone = engine(ctx)
+            .replay_failed_instance(&session, &instance, replacement_kwargs.map(|j| j.0))
+            .await
+            .gql()?;
+        Ok(TaskInstance::owned(session, clone))
+    }
+
+    /// Skips a `failed` instance; with `cascade`, fires the task name with `result`.
+    async fn skip_failed_instance(
+        &self,
+        ctx: &Context<'_>,
+        session: String,
+        instance: String,
+        cascade: Option<bool>,
+        result: Option<Json>,
+    ) -> Result<TaskInstance> {
+        check_json_size(ctx, "result", json(&result))?;
+        let skipped = engine(ctx)
+            .skip_failed_instance(
+                &session,
+                &instance,
+                cascade.unwrap_or(false),
+                result.map(|j| j.0),
+            )
+            .await
+            .gql()?;
+        Ok(TaskInstance::owned(session, skipped))
+    }
+
+    /// Sets any status and merges `metadata`; with `cascade`, fires the task name
+    /// with `cascadeKwargs`.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_instance_status(
+        &self,
+        ctx: &Context<'_>,
+        session: String,
+        instance: String,
+        status: InstanceStatus,
+        metadata: Option<Json>,
+        cascade: Option<bool>,
+        cascade_kwargs: Option<Json>,
+    ) -> Result<TaskInstance> {
+        check_json_size(ctx, "metadata", json(&metadata))?;
+        check_json_size(ctx, "cascadeKwargs", json(&cascade_kwargs))?;
+        let updated = engine(ctx)
+            .update_instance_status(
+                &session,
+                &instance,
+                status.into(),
+                metadata.map(|j| j.0),
+                cascade.unwrap_or(false),
+                cascade_kwargs.map(|j| j.0),
+            )
+            .await
+            .gql()?;
+        Ok(TaskInstance::owned(session, updated))
+    }
+
+    /// Merges `metadata` into the instance's metadata.
+    async fn update_instance_metadata(
+        &self,
+        ctx: &Context<'_>,
+        session: String,
+        instance: String,
+        metadata: Json,
+    ) -> Result<TaskInstance> {
+        check_json_size(ctx, "metadata", Some(&metadata.0))?;
+        let updated = engine(ctx)
+            .update_instance_metadata(&session, &instance, metadata.0)
+            .await
+            .gql()?;
+        Ok(TaskInstance::owned(session, updated))
+    }
+
+    /// Sets metadata `logsResolved: true`.
+    async fn mark_instance_logs_resolved(
+        &self,
+        ctx: &Context<'_>,
+        session: String,
+        instance: String,
+    ) -> Result<TaskInstance> {
+        let updated = engine(ctx)
+            .mark_instance_logs_resolved(&session, &instance)
+            .await
+            .gql()?;
+        Ok(TaskInstance::owned(session, updated))
+    }
+
+    /// Claims up to `max` (default 1) scheduled instances of `queue` (default
+    /// `default`) for `leaseSeconds` (default 30, 1..3600).
+    async fn claim_tasks(
+        &self,
+        ctx: &Context<'_>,
+        worker: String,
+        queue: Option<String>,
+        max: Option<i32>,
+        lease_seconds: Option<i32>,
+    ) -> Result<Vec<TaskClaim>> {
+        let max = max.map(|m| workers::count(m, "max")).transpose()?;
+        let lease_seconds = lease_seconds
+            .map(|s| workers::count(s, "leaseSeconds"))
+            .transpose()?;
+        let claims = workers::claim(engine(ctx), &worker, queue.as_deref(), max, lease_seconds)
+            .await
+            .gql()?;
+        Ok(claims.into_iter().map(TaskClaim::from).collect())
+    }
+
+    /// Extends a lease; returns its new expiry. `CONFLICT` if it expired or was
+    /// claimed again.
+    async fn heartbeat(
+        &self,
+        ctx: &Context<'_>,
+        lease_token: String,
+        lease_seconds: Option<i32>,
+    ) -> Result<DateTime> {
+        let lease_seconds = lease_seconds
+            .map(|s| workers::count(s, "leaseSeconds"))
+            .transpose()?;
+        let expires = workers::heartbeat(engine(ctx), &lease_token, lease_seconds)
+            .await
+            .gql()?;
+        Ok(expires.into())
+    }
+
+    /// Reports success: records `result` (a JSON object, default `{}`) and cascades.
+    async fn complete_task(
+        &self,
+        ctx: &Context<'_>,
+        lease_token: String,
+        result: Option<Json>,
+        log_level: Option<i32>,
+    ) -> Result<TaskInstance> {
+        check_json_size(ctx, "result", json(&result))?;
+        let (session, instance) = workers::complete(
+            engine(ctx),
+            &lease_token,
+            result.map(|j| j.0),
+            log_level.map(i64::from),
+        )
+        .await
+        .gql()?;
+        Ok(TaskInstance::owned(session, instance))
+    }
+
+    /// Reports failure; with `retry`, the instance is replayed (within
+    /// `maxRetries`) after `cooldownSeconds`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail_task(
+        &self,
+        ctx: &Context<'_>,
+        lease_token: String,
+        error: String,
+        error_type: Option<String>,
+        context: Option<Json>,
+        log_level: Option<i32>,
+        retry: Option<bool>,
+        cooldown_seconds: Option<i32>,
+        replacement_kwargs: Option<Json>,
+    ) -> Result<TaskInstance> {
+        check_json_size(ctx, "context", json(&context))?;
+        check_json_size(ctx, "replacementKwargs", json(&replacement_kwargs))?;
+        let (session, instance) = workers::fail(
+            engine(ctx),
+            &lease_token,
+            workers::Failure {
+                error,
+                error_type,
+                context: context.map(|j| j.0),
+                log_level: log_level.map(i64::from),
+                retry: retry.unwrap_or(false),
+                cooldown_seconds: cooldown_seconds.map(f64::from),
+                replacement_kwargs: replacement_kwargs.map(|j| j.0),
+            },
+        )
+        .await
+        .gql()?;
+        Ok(TaskInstance::owned(session, instance))
+    }
+
+    /// Reports that the worker skipped the task, with `metadata` of its choice.
+    async fn skip_task(
+        &self,
+        ctx: &Context<'_>,
+        lease_token: String,
+        metadata: Option<Json>,
+    ) -> Result<TaskInstance> {
+        check_json_size(ctx, "metadata", json(&metadata))?;
+        let (session, instance) = workers::skip(engine(ctx), &lease_token, metadata.map(|j| j.0))
+            .await
+            .gql()?;
+        Ok(TaskInstance::owned(session, instance))
+    }
+}

@@ -1,0 +1,41 @@
+//! `triggers`: run tasks once the right set of events has happened, per session,
+//! and always be able to say why.
+//!
+//! Applications fire named triggers for a session; each session is configured with
+//! tasks that run after a set of triggers fired (and again every time one fires,
+//! unless others fired first). Every configure, fire and task outcome is appended
+//! to an event log in SQLite or PostgreSQL; the current state is the fold of it.
+//!
+//! # Layout
+//! - [`domain`]: pure rules. Task configs, instances, events, `decide` (commands ->
+//!   events) and `SessionState::apply` (the fold). No I/O.
+//! - [`store`]: the log and its projections behind one [`store::Store`] trait, with
+//!   `sqlite.rs` and `postgres.rs` holding only SQL.
+//! - [`engine`]: load -> decide -> append -> dispatch. The library API
+//!   ([`Engine`]), inline handlers, hooks, leases and recovery.
+//! - [`graphql`]: the GraphQL API of SPEC section 9, an adapter over the engine
+//!   (schema, resolvers, error codes).
+//! - [`http`]: the axum server: `/graphql` (GraphiQL, WebSocket subscriptions),
+//!   `/health`, body limit and API token; [`http::serve`] takes a shutdown future.
+//! - [`cli`]: the `triggers` command line (`serve`, `rebuild`, and client commands).
+//!
+//! ```no_run
+//! # async fn demo() -> triggers::engine::Result<()> {
+//! use serde_json::json;
+//! let engine = triggers::Engine::open("sqlite::memory:").await?;
+//! engine.configure("questionnaire:1", &json!({
+//!     "t_importSubject": {"after": ["firstPageReceived"], "run": "triggers.testing.PassThru"}
+//! })).await?;
+//! engine.fire("questionnaire:1", "firstPageReceived", Default::default(), None).await?;
+//! engine.wait_idle().await;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod domain;
+pub mod engine;
+pub mod graphql;
+pub mod http;
+pub mod store;
+
+pub use engine::Engine;

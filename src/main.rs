@@ -1,0 +1,19 @@
+//! The `triggers` binary: parses the command line, starts logging, and hands over
+//! to [`triggers::cli::run`]. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = triggers::cli::Cli::parse();
+    triggers::cli::init_tracing();
+    match triggers::cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

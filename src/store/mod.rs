@@ -1,0 +1,265 @@
+//! Storage: the append-only event log and the projections folded from it, behind
+//! one trait. The generic logic (deciding, folding, retrying on conflict) lives in
+//! the engine above; `sqlite.rs` and `postgres.rs` below hold only SQL and row
+//! decoding.
+//!
+//! Tables (see `migrations/`): `events` (the log, unique on session + seq),
+//! `sessions` (version per session: the optimistic-concurrency guard),
+//! `instances` (one row per instance, for cross-session listings), `queue`
+//! (scheduled and running instances with their leases) and `snapshots` (folded
+//! state at a seq; an optimisation only).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain::{Event, InstanceStatus};
+
+mod open;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use open::open;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the session first: re-decide on fresh state.
+    #[error("session {session:?} moved past version {expected}")]
+    Conflict {
+        /// The session.
+        session: String,
+        /// The version the writer expected.
+        expected: u64,
+    },
+    /// A `QueueOp::Lease` found the queue row gone, or leased to someone else.
+    #[error("instance {instance:?} of session {session:?} is not claimable")]
+    LeaseLost {
+        /// The session.
+        session: String,
+        /// The instance.
+        instance: String,
+    },
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database URL is not one we can open.
+    #[error("unsupported database URL {0:?}: expected sqlite://..., sqlite::memory:, postgres://... or postgresql://...")]
+    BadUrl(String),
+    /// The database said no.
+    #[error(transparent)]
+    Backend(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Folded state saved at a version.
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    /// The seq of the last event folded into it.
+    pub version: u64,
+    /// `SessionState::to_snapshot()`.
+    pub state: Value,
+}
+
+/// One row of the `sessions` listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSummary {
+    /// The session UID.
+    pub uid: String,
+    /// Its version (last seq).
+    pub version: u64,
+    /// When its last event was decided.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One row of the `instances` projection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    /// The session.
+    pub session: String,
+    /// The instance name.
+    pub name: String,
+    /// Its task.
+    pub task: String,
+    /// Its status.
+    pub status: InstanceStatus,
+    /// Seq of the event that created it (orders a session's instances).
+    pub created_seq: u64,
+    /// `lastModified`.
+    pub updated_at: DateTime<Utc>,
+    /// The whole `Instance`, serialised.
+    pub body: Value,
+}
+
+/// A scheduled or running instance waiting in (or leased from) the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueEntry {
+    /// The session.
+    pub session: String,
+    /// The instance.
+    pub instance: String,
+    /// `inline` or a worker queue name.
+    pub queue: String,
+    /// The job name.
+    pub run: String,
+    /// Not claimable before this time (cooldowns).
+    pub available_at: DateTime<Utc>,
+    /// Who holds the lease, if anyone.
+    pub lease_owner: Option<String>,
+    /// The lease token, if leased.
+    pub lease_token: Option<String>,
+    /// When the lease ends.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A change to the queue table, committed with the events that cause it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueOp {
+    /// Insert (or reset, dropping any lease) the instance's row.
+    Enqueue {
+        /// The instance.
+        instance: String,
+        /// `inline` or a worker queue name.
+        queue: String,
+        /// The job name.
+        run: String,
+        /// Not claimable before this time.
+        available_at: DateTime<Utc>,
+    },
+    /// Delete the instance's row (it left scheduled/running).
+    Remove {
+        /// The instance.
+        instance: String,
+    },
+    /// Take or renew the lease. Fails the whole commit with `LeaseLost` unless the
+    /// row exists, is available at `now`, and either (no `current_token`) is
+    /// unleased or expired at `now`, or is leased under `current_token` and not
+    /// yet expired.
+    Lease {
+        /// The instance.
+        instance: String,
+        /// The new holder.
+        owner: String,
+        /// The new token.
+        token: String,
+        /// The new expiry.
+        expires_at: DateTime<Utc>,
+        /// The time the check is made at.
+        now: DateTime<Utc>,
+        /// The token the caller holds (renewing or reporting under its own lease).
+        current_token: Option<String>,
+    },
+}
+
+/// Everything one decision writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct Commit<'a> {
+    /// The session.
+    pub session: &'a str,
+    /// The version the decision was taken on; the commit fails with `Conflict` if
+    /// the session is no longer there.
+    pub expected_version: u64,
+    /// The new events, seq `expected_version + 1 ..` in order.
+    pub events: &'a [Event],
+    /// Upserts of every instance the events touched.
+    pub instances: Vec<InstanceRow>,
+    /// Queue changes, applied after the events and instance rows.
+    pub queue: Vec<QueueOp>,
+}
+
+/// A session's projections recomputed from its log (`triggers rebuild`).
+#[derive(Debug, Clone)]
+pub struct Rebuilt {
+    /// The session.
+    pub session: String,
+    /// Its version.
+    pub version: u64,
+    /// When its last event was decided.
+    pub updated_at: DateTime<Utc>,
+    /// Every instance row.
+    pub instances: Vec<InstanceRow>,
+    /// Every queue row that should exist (scheduled/running instances). Rows that
+    /// exist already keep their lease; others are deleted.
+    pub queue: Vec<QueueEntry>,
+    /// A fresh snapshot.
+    pub snapshot: StoredSnapshot,
+}
+
+/// The storage backend: the log, its projections, and the queue.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Appends events and writes projections atomically, if the session is still
+    /// at `expected_version`.
+    async fn commit(&self, commit: Commit<'_>) -> StoreResult<()>;
+
+    /// The session's current version (0 if never used).
+    async fn version(&self, session: &str) -> StoreResult<u64>;
+
+    /// Events with seq > `after`, ascending, at most `limit`.
+    async fn events(
+        &self,
+        session: &str,
+        after: u64,
+        limit: Option<u64>,
+    ) -> StoreResult<Vec<Event>>;
+
+    /// The events with these seqs, ascending.
+    async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>>;
+
+    /// Every event naming this instance, ascending.
+    async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>>;
+
+    /// The latest snapshot of a session.
+    async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>>;
+
+    /// Saves a snapshot (replacing an older one).
+    async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()>;
+
+    /// Sessions ordered by UID, after `after`, at most `first`.
+    async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>>;
+
+    /// Instances across sessions, ordered by (session, created_seq), filtered by
+    /// status (any of, when non-empty) and task, after the `(session, name)` cursor.
+    async fn instances(
+        &self,
+        statuses: &[InstanceStatus],
+        task: Option<&str>,
+        first: u32,
+        after: Option<(&str, &str)>,
+    ) -> StoreResult<Vec<InstanceRow>>;
+
+    /// Queue rows of `queue` claimable at `now` (available, and unleased or
+    /// expired), oldest first, at most `limit`.
+    async fn claimable(
+        &self,
+        queue: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueueEntry>>;
+
+    /// The queue row holding this lease token.
+    async fn lease(&self, token: &str) -> StoreResult<Option<QueueEntry>>;
+
+    /// Leased rows (any queue) whose lease ended before `now`, at most `limit`.
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<QueueEntry>>;
+
+    /// Every session UID with events.
+    async fn session_uids(&self) -> StoreResult<Vec<String>>;
+
+    /// Replaces a session's projections (sessions row, instance rows, queue rows,
+    /// snapshot) in one transaction.
+    async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()>;
+}

@@ -1,0 +1,312 @@
+//! The `triggers` binary end to end: `serve` on a random port, the client
+//! commands over HTTP, SIGTERM, `rebuild`, and a restart that answers exactly as
+//! before.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::support::{Backend, TestDb, PASSTHRU, PATIENCE, S};
+
+on_both_backends!(the_command_line_serves_fires_shows_rebuilds_and_restarts);
+
+const BIN: &str = env!("CARGO_BIN_EXE_triggers");
+
+/// A `triggers serve` process.
+struct Server {
+    child: Child,
+    address: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The database flags for `db`: none for SQLite, to exercise the default
+/// `sqlite://triggers.db` in the working directory.
+fn database_args(db: &TestDb) -> Vec<String> {
+    match db.backend {
+        Backend::Sqlite => Vec::new(),
+        Backend::Postgres => vec!["--database-url".into(), db.url.clone()],
+    }
+}
+
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env_remove("TRIGGERS_DATABASE_URL")
+        .env_remove("TRIGGERS_LISTEN")
+        .env_remove("TRIGGERS_SERVER")
+        .env_remove("TRIGGERS_API_TOKEN")
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `triggers serve --listen 127.0.0.1:0` and waits until it is healthy.
+async fn start(db: &TestDb, dir: &Path) -> Server {
+    let mut child = command(dir)
+        .arg("serve")
+        .args(database_args(db))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start triggers serve");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (lines_tx, mut lines) = mpsc::unbounded_channel();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let keep = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            keep.lock().unwrap().push(line.clone());
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let address = loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no 'listening on' line; log: {:#?}", log.lock().unwrap()))
+            .unwrap_or_else(|| panic!("the server exited; log: {:#?}", log.lock().unwrap()));
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let server = Server {
+        child,
+        address,
+        log,
+    };
+    let http = reqwest::Client::new();
+    loop {
+        let health = http.get(format!("{}/health", server.address)).send().await;
+        if health.is_ok_and(|r| r.status().is_success()) {
+            return server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never healthy; log: {:#?}",
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Server {
+    async fn query(&self, query: &str, variables: Value) -> Value {
+        let body: Value = reqwest::Client::new()
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .expect("POST /graphql")
+            .json()
+            .await
+            .expect("JSON");
+        assert!(body.get("errors").is_none(), "{body:#}");
+        body["data"].clone()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    async fn terminate(mut self) -> Vec<String> {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("stopped in time after SIGTERM")
+            .expect("wait for the server");
+        let log = self.log.lock().unwrap().clone();
+        assert!(exit.success(), "exit {exit:?}; log: {log:#?}");
+        log
+    }
+}
+
+/// Runs a client (or `rebuild`) command to completion: status, stdout, stderr.
+async fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::time::timeout(PATIENCE, command(dir).args(args).output())
+        .await
+        .expect("the command finished in time")
+        .expect("run triggers");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn ok(dir: &Path, args: &[&str]) -> String {
+    let (success, stdout, stderr) = run(dir, args).await;
+    assert!(success, "triggers {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+const EVERYTHING: &str = "query($s: String!) { session(uid: $s) {
+  uid version latestKwargs
+  tasks { name after andEvery unless run using withParams maxRetries extras }
+  instances { session name task status kwargs abandonState metadata result logLevel
+              isResolved canRun canAbandon canReplay canSkip parent depth
+              history { seq } causes { seq } }
+  unresolvedTasks { name } unresolvedInstances { name } instancesWithUnresolvedLogs { name }
+  events(first: 1000) { seq kind at data causedBy instance trigger }
+} sessions { uid version updatedAt } instances { session name status } }";
+
+async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let server = start(&db, dir).await;
+    if db.backend == Backend::Sqlite {
+        assert!(
+            dir.join("triggers.db").exists(),
+            "the default database is created in the working directory"
+        );
+    }
+    let url = server.address.clone();
+
+    // configure from a file
+    let tasks = dir.join("tasks.json");
+    std::fs::write(
+        &tasks,
+        json!({
+            "t_importSubject": {"after": ["firstPageReceived"], "run": PASSTHRU},
+            "t_importResponses": {"after": ["firstPageReceived"], "andEvery": "pageReceived", "run": PASSTHRU},
+            "t_later": {"after": ["never"], "run": PASSTHRU}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = ok(
+        dir,
+        &["configure", S, tasks.to_str().unwrap(), "--server", &url],
+    )
+    .await;
+    assert!(
+        out.contains("configured") && out.contains("t_importSubject"),
+        "{out}"
+    );
+
+    // fire, with kwargs and an idempotency key
+    let out = ok(
+        dir,
+        &[
+            "fire",
+            S,
+            "firstPageReceived",
+            "--kwargs",
+            r#"{"subject": {"id": 42}}"#,
+            "--server",
+            &url,
+        ],
+    )
+    .await;
+    assert!(out.contains("scheduled: t_importSubject#0"), "{out}");
+    let page = [
+        "fire",
+        S,
+        "pageReceived",
+        "--kwargs",
+        r#"{"page": 1}"#,
+        "--idempotency-key",
+        "p1",
+        "--server",
+        &url,
+    ];
+    ok(dir, &page).await;
+    let out = ok(dir, &page).await;
+    assert!(out.contains("nothing was appended"), "{out}");
+
+    // errors are reported with their code, and a non-zero exit
+    let (success, _, stderr) =
+        run(dir, &["fire", S, "x", "--kwargs", "[1]", "--server", &url]).await;
+    assert!(!success);
+    assert!(stderr.contains("BAD_INPUT"), "{stderr}");
+    let (success, _, stderr) = run(
+        dir,
+        &["fire", S, "x", "--kwargs", "{not json", "--server", &url],
+    )
+    .await;
+    assert!(
+        !success && stderr.contains("--kwargs is not valid JSON"),
+        "{stderr}"
+    );
+
+    // wait for the inline runs
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let data = server
+            .query("query($s: String!) { session(uid: $s) { instances(status: [SCHEDULED, RUNNING]) { name } } }", json!({"s": S}))
+            .await;
+        if data["session"]["instances"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instances still running: {data:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // show and events
+    let out = ok(dir, &["show", S, "--server", &url]).await;
+    for expected in [
+        "TASK",
+        "t_importSubject",
+        "t_importSubject#0",
+        "finished",
+        "t_later",
+        "none yet",
+        "INSTANCE",
+        "STATUS",
+    ] {
+        assert!(out.contains(expected), "show lacks {expected:?}:\n{out}");
+    }
+    let out = ok(dir, &["events", S, "--server", &url]).await;
+    for expected in [
+        "SEQ",
+        "SessionConfigured",
+        "TriggerFired",
+        "firstPageReceived",
+        "InstanceFinished",
+        "t_importSubject#0",
+    ] {
+        assert!(out.contains(expected), "events lacks {expected:?}:\n{out}");
+    }
+    let out = ok(dir, &["events", S, "--after", "1", "--server", &url]).await;
+    assert!(!out.contains("SessionConfigured"), "{out}");
+
+    // stop with SIGTERM, rebuild, restart: the same answers
+    let before = server.query(EVERYTHING, json!({"s": S})).await;
+    let log = server.terminate().await;
+    assert!(log.iter().any(|l| l.contains("SIGTERM")), "{log:#?}");
+
+    let mut rebuild = vec!["rebuild"];
+    let db_args = database_args(&db);
+    rebuild.extend(db_args.iter().map(String::as_str));
+    let out = ok(dir, &rebuild).await;
+    let events = before["session"]["version"].as_u64().unwrap();
+    assert!(
+        out.contains(&format!("rebuilt 1 sessions from {events} events")),
+        "{out}"
+    );
+    assert!(out.contains("events/s"), "{out}");
+
+    let server = start(&db, dir).await;
+    let after = server.query(EVERYTHING, json!({"s": S})).await;
+    assert_eq!(after, before);
+    server.terminate().await;
+
+    // a client with no server to talk to says so
+    let (success, _, stderr) = run(dir, &["show", S, "--server", &url]).await;
+    assert!(
+        !success && stderr.contains("cannot reach the server"),
+        "{stderr}"
+    );
+}

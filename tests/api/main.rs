@@ -1,0 +1,17 @@
+//! Integration tests of the GraphQL API, the HTTP edge and the command line: the
+//! real server on a random port, over a fresh SQLite file and (when
+//! `TRIGGERS_TEST_POSTGRES_URL` is set) a fresh PostgreSQL schema per test.
+
+#[macro_use]
+mod support;
+
+mod audit;
+mod cli;
+mod errors;
+mod limits;
+mod listings;
+mod mutations;
+mod queries;
+mod questionnaire;
+mod schema;
+mod subscriptions;

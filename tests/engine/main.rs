@@ -1,0 +1,31 @@
+//! The behavioural suite of the engine (SPEC sections 1-8 and 11), run through the
+//! library API on SQLite and, when `TRIGGERS_TEST_POSTGRES_URL` is set, on
+//! PostgreSQL.
+//!
+//! One binary, so the crate is linked once. Each test gets a database of its own
+//! (a temporary SQLite file, or a fresh PostgreSQL schema) and waits for
+//! conditions (`wait_idle`, polling with a deadline), never for fixed delays.
+//!
+//! Each behaviour is an `async fn <sentence>(db: TestDb)`, listed in its module's
+//! `on_both_backends!`, which makes the two tests `<sentence>::sqlite` and
+//! `<sentence>::postgres` (so `cargo test --test engine sqlite` runs one backend).
+//! Without the variable, each postgres test says `SKIPPED: ...` on stderr and passes.
+//!
+//! # Layout
+//! - `support`: the per-backend test macro, databases, engines and small helpers.
+//! - `scenarios`: the catalogue: what a user sees for every rule of the spec.
+//! - `errors`: every refusal, its code, and that nothing was written.
+//! - `concurrency`: racing fires in one process and across two engines.
+//! - `properties`: random configurations and fire sequences against the log.
+//! - `recovery`: work left behind by a crashed process, and the cache.
+//! - `hooks`: the `FinalizeSession` recipe.
+
+#[macro_use]
+mod support;
+
+mod concurrency;
+mod errors;
+mod hooks;
+mod properties;
+mod recovery;
+mod scenarios;
