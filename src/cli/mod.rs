@@ -12,6 +12,9 @@ mod client;
 mod output;
 mod remote;
 mod server;
+mod work;
+
+pub use work::WorkArgs;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -44,6 +47,9 @@ pub enum Command {
     /// Print a session's timeline: seq, time, kind, instance/trigger, causedBy
     /// (talks to a server).
     Events(EventsArgs),
+    /// Run a program once per claimed worker task: the task as JSON on stdin, the
+    /// result as a JSON object on stdout (talks to a server).
+    Work(WorkArgs),
 }
 
 /// Where the database is.
@@ -212,6 +218,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fire(args) => remote::fire(args).await,
         Command::Show(args) => remote::show(args).await,
         Command::Events(args) => remote::events(args).await,
+        Command::Work(args) => work::work(args).await,
     }
 }
 

@@ -821,12 +821,21 @@ async fn a_lease_is_taken_renewed_and_refused_to_others(store: Arc<dyn Store>) {
     );
     assert!(store.lease(&rival).await.unwrap().is_none());
 
-    // The holder renews under its token (even late: it still holds it).
+    // Once expired, the token is refused even though nobody re-claimed the row.
+    assert_lease_lost(
+        queue_ops(
+            &*store,
+            &session,
+            vec![lease("t#0", &token, at(1500), at(600), Some(&token))],
+        )
+        .await,
+    );
+    // In time, the holder renews under its token.
     let renewed = unique("renewed");
     queue_ops(
         &*store,
         &session,
-        vec![lease("t#0", &renewed, at(1500), at(600), Some(&token))],
+        vec![lease("t#0", &renewed, at(1500), at(450), Some(&token))],
     )
     .await
     .unwrap();

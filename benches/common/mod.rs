@@ -1,0 +1,238 @@
+//! What every bench shares: the databases they run on (a fresh SQLite file in
+//! WAL mode; a fresh PostgreSQL schema when `TRIGGERS_TEST_POSTGRES_URL` is set),
+//! the workflows they fire, and engines opened with bench-friendly options.
+//!
+//! Each bench binary uses a subset of these helpers, hence the `dead_code` allow.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use triggers::domain::JsonObject;
+use triggers::engine::EngineOptions;
+use triggers::Engine;
+
+/// Names the PostgreSQL server the benches may use (the same variable the tests read).
+pub const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
+
+/// The SQLite `synchronous` override read by `SqliteStore::connect`.
+pub const SQLITE_SYNCHRONOUS_ENV: &str = triggers::store::sqlite::SYNCHRONOUS_ENV;
+
+/// One database a bench runs on. Dropping it removes the SQLite file (the
+/// PostgreSQL schema is left for inspection; it is named `b_<uuid>`).
+pub struct Database {
+    /// `sqlite` or `postgres`: the bench id's suffix.
+    pub label: &'static str,
+    /// The URL to open it with.
+    pub url: String,
+    /// Keeps the SQLite file's directory alive.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Database {
+    /// A fresh SQLite file (WAL mode; `synchronous` as the environment says,
+    /// `FULL` by default) in a temporary directory.
+    pub fn sqlite() -> Database {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        Database {
+            label: "sqlite",
+            url,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh schema on the PostgreSQL server named by [`POSTGRES_ENV`], if set.
+    pub async fn postgres() -> Option<Database> {
+        let base = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty())?;
+        let schema = format!("b_{}", uuid::Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&base)
+            .await
+            .expect("PostgreSQL at TRIGGERS_TEST_POSTGRES_URL answers");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&pool)
+            .await
+            .expect("CREATE SCHEMA");
+        pool.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        Some(Database {
+            label: "postgres",
+            url,
+            _dir: None,
+        })
+    }
+
+    /// SQLite always, PostgreSQL when configured.
+    pub async fn all() -> Vec<Database> {
+        let mut all = vec![Database::sqlite()];
+        all.extend(Database::postgres().await);
+        all
+    }
+
+    /// Opens an engine on this database with [`options`].
+    pub async fn engine(&self) -> Engine {
+        Engine::builder(self.url.clone())
+            .options(options())
+            .open()
+            .await
+            .expect("the bench database opens")
+    }
+
+    /// Opens an engine with SQLite's `synchronous = OFF` (for building history
+    /// fast outside the measurement; the measured engine is opened afterwards
+    /// with the durable default). No effect on PostgreSQL.
+    pub async fn fast_engine(&self) -> Engine {
+        let before = std::env::var(SQLITE_SYNCHRONOUS_ENV).ok();
+        std::env::set_var(SQLITE_SYNCHRONOUS_ENV, "OFF");
+        let engine = self.engine().await;
+        match before {
+            Some(value) => std::env::set_var(SQLITE_SYNCHRONOUS_ENV, value),
+            None => std::env::remove_var(SQLITE_SYNCHRONOUS_ENV),
+        }
+        engine
+    }
+}
+
+/// Server defaults, except no background sweeper (it would add noise to the
+/// measured commits; the benches never let a lease expire).
+pub fn options() -> EngineOptions {
+    EngineOptions {
+        sweep_interval: None,
+        ..EngineOptions::default()
+    }
+}
+
+/// The trigger every `fire_*` bench fires on the three-task workflow.
+pub const TICK: &str = "tick";
+
+/// Three tasks: an andEvery task run inline by DevNull (each `tick` creates,
+/// schedules, runs and finishes an instance, then cascades `t_every`), a
+/// one-shot task also waiting on a trigger never fired, and a one-shot task
+/// with `unless`. `tick` touches all three.
+pub fn three_tasks() -> Value {
+    json!({
+        "t_every": {"after": [], "andEvery": TICK, "run": "triggers.testing.DevNull"},
+        "t_waiting": {"after": [TICK, "neverFired"], "run": "triggers.testing.DevNull"},
+        "t_unless": {
+            "after": [TICK, "neverFired"],
+            "unless": ["cancelled"],
+            "run": "triggers.testing.DevNull"
+        }
+    })
+}
+
+/// The questionnaire workflow of the README and the API tests, run by DevNull.
+pub fn questionnaire() -> Value {
+    json!({
+        "t_importSubject": {"after": ["firstPageReceived"], "run": "triggers.testing.DevNull"},
+        "t_importResponses": {
+            "after": ["firstPageReceived"],
+            "andEvery": "pageReceived",
+            "run": "triggers.testing.DevNull"
+        },
+        "t_importBrowserMetadata": {
+            "after": ["firstPageReceived", "questionnaireComplete"],
+            "run": "triggers.testing.DevNull"
+        },
+        "t_scoreResponses": {
+            "after": ["t_importSubject", "questionnaireComplete"],
+            "unless": ["questionnaireAbandoned"],
+            "run": "triggers.testing.DevNull",
+            "withParams": {"scoring": {"model": "Psych 01"}}
+        }
+    })
+}
+
+/// One respondent going through the questionnaire.
+pub const QUESTIONNAIRE_FIRES: [&str; 5] = [
+    "firstPageReceived",
+    "pageReceived",
+    "pageReceived",
+    "pageReceived",
+    "questionnaireComplete",
+];
+
+/// Small kwargs, like a page of answers.
+pub fn kwargs(n: u64) -> JsonObject {
+    let mut kwargs = JsonObject::new();
+    kwargs.insert("page".into(), json!(n));
+    kwargs.insert("answers".into(), json!({"q1": "yes", "q2": 3}));
+    kwargs
+}
+
+/// Fires `tick` and waits for the inline run and its cascade to commit.
+pub async fn tick(engine: &Engine, session: &str, n: u64) {
+    engine
+        .fire(session, TICK, kwargs(n), None)
+        .await
+        .expect("tick fires");
+    engine.wait_idle().await;
+}
+
+/// A session configured with [`three_tasks`] and ticked until its version is at
+/// least `version`; prints how long that took.
+pub async fn build_history(engine: &Engine, session: &str, version: u64) -> u64 {
+    let started = Instant::now();
+    engine
+        .configure(session, &three_tasks())
+        .await
+        .expect("configure");
+    let mut n = 0;
+    let mut current = engine.session(session).await.expect("state").version();
+    while current < version {
+        tick(engine, session, n).await;
+        n += 1;
+        current = engine.session(session).await.expect("state").version();
+    }
+    eprintln!(
+        "built {session}: version {current} ({n} ticks) in {:.1?}",
+        started.elapsed()
+    );
+    current
+}
+
+/// Reads a comma-separated list of numbers from `var`, or `default`.
+pub fn sizes_from_env(var: &str, default: &[u64]) -> Vec<u64> {
+    match std::env::var(var) {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{var}: {s:?} is not a number"))
+            })
+            .collect(),
+        _ => default.to_vec(),
+    }
+}
+
+/// A number from `var`, or `default`.
+pub fn number_from_env(var: &str, default: u64) -> u64 {
+    sizes_from_env(var, &[default])
+        .first()
+        .copied()
+        .unwrap_or(default)
+}
+
+/// p-th percentile (0..=100) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Prints p50/p95/p99/max of `samples` under `label`.
+pub fn print_latencies(label: &str, samples: &mut [Duration]) {
+    samples.sort();
+    eprintln!(
+        "{label}: n={} p50={:.3?} p95={:.3?} p99={:.3?} max={:.3?}",
+        samples.len(),
+        percentile(samples, 50.0),
+        percentile(samples, 95.0),
+        percentile(samples, 99.0),
+        samples.last().copied().unwrap_or_default()
+    );
+}

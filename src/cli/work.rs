@@ -1,0 +1,645 @@
+//! `triggers work`: a generic external worker that turns any program into a task.
+//!
+//! It claims instances of one queue over GraphQL (SPEC section 9 "Workers"), runs
+//! COMMAND once per claim with the task as a JSON document on standard input,
+//! renews the lease while COMMAND runs, and reports the outcome:
+//! - exit status 0 and a JSON object on standard output: `completeTask` with that
+//!   object as the result;
+//! - any other exit, or standard output that is not one JSON object: `failTask`
+//!   with the tail of standard error as the error.
+//!
+//! On Ctrl-C or SIGTERM it stops claiming and waits for the commands it runs, up
+//! to `--shutdown-timeout`; commands still running then are killed without a
+//! report, so their leases expire and another worker runs them again
+//! (at-least-once). A second signal stops at once, the same way.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::client::Client;
+use super::{CliError, ServerArgs};
+
+/// `errorType` of a command that exited unsuccessfully (or was killed by a signal).
+pub const COMMAND_FAILED: &str = "triggers.work.CommandFailed";
+/// `errorType` of a command that exited 0 without printing one JSON object.
+pub const INVALID_RESULT: &str = "triggers.work.InvalidResult";
+/// `errorType` of a command that could not be started at all.
+pub const COMMAND_NOT_STARTED: &str = "triggers.work.CommandNotStarted";
+
+/// How much of standard error becomes the reported error, in bytes.
+const STDERR_TAIL: usize = 4096;
+/// The largest standard output accepted as a result, in bytes.
+const MAX_STDOUT: usize = 16 * 1024 * 1024;
+/// First pause when the queue is empty; it doubles up to `--max-poll-interval`.
+const FIRST_POLL: Duration = Duration::from_millis(100);
+/// How often a report that could not reach the server is tried.
+const REPORT_ATTEMPTS: u32 = 5;
+
+/// `triggers work`.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The queue to claim from (`worker:<queue>` tasks); `default` when absent.
+    #[arg(long, env = "TRIGGERS_QUEUE")]
+    pub queue: Option<String>,
+    /// How many tasks run at once (one COMMAND process each).
+    #[arg(long, env = "TRIGGERS_CONCURRENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub concurrency: u32,
+    /// The worker's name, recorded in each `InstanceStarted` event (default:
+    /// `<hostname>:<pid>`).
+    #[arg(long, env = "TRIGGERS_WORKER")]
+    pub worker: Option<String>,
+    /// Lease asked for each claim, in seconds (1..3600); renewed every third of it
+    /// while COMMAND runs.
+    #[arg(long, env = "TRIGGERS_LEASE_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub lease_seconds: u32,
+    /// Longest pause between two claims while the queue is empty, in seconds.
+    #[arg(long, env = "TRIGGERS_MAX_POLL_INTERVAL", default_value_t = 2.0)]
+    pub max_poll_interval: f64,
+    /// On Ctrl-C or SIGTERM, how long to wait for running commands, in seconds;
+    /// those still running then are killed and re-run elsewhere once their lease
+    /// expires.
+    #[arg(long, env = "TRIGGERS_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    /// The program to run for each task, and its arguments (after `--`). It reads
+    /// `{"session","instance","run","kwargs","attempt"}` on standard input and
+    /// prints the result object on standard output.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// A claim as `claimTasks` returns it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskClaim {
+    lease_token: String,
+    session: String,
+    instance: String,
+    run: String,
+    kwargs: Value,
+    attempt: u64,
+}
+
+const CLAIM: &str = "mutation($worker: String!, $queue: String, $max: Int, $lease: Int) {
+  claimTasks(worker: $worker, queue: $queue, max: $max, leaseSeconds: $lease) {
+    leaseToken session instance run kwargs attempt
+  }
+}";
+const HEARTBEAT: &str = "mutation($token: String!, $lease: Int) {
+  heartbeat(leaseToken: $token, leaseSeconds: $lease)
+}";
+const COMPLETE: &str = "mutation($token: String!, $result: JSON) {
+  completeTask(leaseToken: $token, result: $result) { name status }
+}";
+const FAIL: &str = "mutation($token: String!, $error: String!, $type: String, $context: JSON) {
+  failTask(leaseToken: $token, error: $error, errorType: $type, context: $context) { name status }
+}";
+
+/// What a run of COMMAND came to.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// Report `completeTask` with this result.
+    Complete(Value),
+    /// Report `failTask`.
+    Fail {
+        error: String,
+        error_type: &'static str,
+        context: Value,
+    },
+}
+
+/// Everything one task run needs, shared by all of them.
+struct Worker {
+    client: Client,
+    name: String,
+    command: Vec<String>,
+    lease_seconds: u32,
+}
+
+/// `triggers work`: claim, run, report, until Ctrl-C or SIGTERM.
+pub(super) async fn work(args: WorkArgs) -> Result<(), CliError> {
+    if !(args.max_poll_interval.is_finite() && args.max_poll_interval > 0.0) {
+        return Err(CliError::Usage(
+            "--max-poll-interval must be a positive number of seconds".into(),
+        ));
+    }
+    let (stop_tx, stop) = watch::channel(0u32);
+    spawn_signal_listener(stop_tx)?;
+    let worker = Arc::new(Worker {
+        client: Client::new(&args.server)?,
+        name: args.worker.clone().unwrap_or_else(default_worker_name),
+        command: args.command.clone(),
+        lease_seconds: args.lease_seconds,
+    });
+    tracing::info!(
+        worker = %worker.name,
+        queue = args.queue.as_deref().unwrap_or("default"),
+        concurrency = args.concurrency,
+        server = %args.server.server,
+        "working"
+    );
+    let mut running = JoinSet::new();
+    let result = claim_loop(&args, &worker, &mut running, stop.clone()).await;
+    drain(
+        &mut running,
+        Duration::from_secs(args.shutdown_timeout),
+        stop,
+    )
+    .await;
+    result
+}
+
+/// Claims while there is room and no stop was asked for.
+async fn claim_loop(
+    args: &WorkArgs,
+    worker: &Arc<Worker>,
+    running: &mut JoinSet<()>,
+    mut stop: watch::Receiver<u32>,
+) -> Result<(), CliError> {
+    let max_poll = Duration::from_secs_f64(args.max_poll_interval);
+    let mut idle = FIRST_POLL.min(max_poll);
+    loop {
+        if *stop.borrow() > 0 {
+            return Ok(());
+        }
+        let free = args.concurrency as usize - running.len();
+        if free == 0 {
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let claims = worker
+            .client
+            .request(
+                CLAIM,
+                json!({
+                    "worker": worker.name,
+                    "queue": args.queue,
+                    "max": free,
+                    "lease": args.lease_seconds,
+                }),
+            )
+            .await
+            .and_then(|data| {
+                serde_json::from_value::<Vec<TaskClaim>>(data["claimTasks"].clone()).map_err(
+                    |err| CliError::Http {
+                        context: "the server answered claimTasks unexpectedly".into(),
+                        message: err.to_string(),
+                    },
+                )
+            });
+        let pause = match claims {
+            Ok(claims) if !claims.is_empty() => {
+                idle = FIRST_POLL.min(max_poll);
+                for claim in claims {
+                    let worker = worker.clone();
+                    running.spawn(async move { worker.run(claim).await });
+                }
+                continue;
+            }
+            Ok(_) => {
+                let pause = idle;
+                idle = (idle * 2).min(max_poll);
+                pause
+            }
+            // Bad credentials or a bad queue name will not heal by themselves.
+            Err(CliError::Api { code, message }) if code != "INTERNAL" => {
+                return Err(CliError::Api { code, message });
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot claim; trying again");
+                max_poll
+            }
+        };
+        // Wait for the pause, a task to end (room to claim), or a stop.
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            Some(_) = running.join_next() => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Waits for the running tasks, up to `timeout` or a second signal; then kills
+/// the rest (their leases expire and they run again elsewhere).
+async fn drain(running: &mut JoinSet<()>, timeout: Duration, mut stop: watch::Receiver<u32>) {
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!(
+        tasks = running.len(),
+        timeout_seconds = timeout.as_secs(),
+        "no more claims; waiting for the running tasks"
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            next = running.join_next() => if next.is_none() {
+                tracing::info!("every running task reported");
+                return;
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() > 1 {
+                break;
+            },
+        }
+    }
+    tracing::warn!(
+        tasks = running.len(),
+        "stopping with tasks unreported: they run again once their leases expire"
+    );
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+}
+
+impl Worker {
+    /// Runs COMMAND for one claim, heartbeating meanwhile, and reports.
+    async fn run(&self, claim: TaskClaim) {
+        let span = tracing::info_span!(
+            "task",
+            session = %claim.session,
+            instance = %claim.instance,
+            attempt = claim.attempt
+        );
+        self.run_claim(claim).instrument(span).await;
+    }
+
+    async fn run_claim(&self, claim: TaskClaim) {
+        tracing::info!(run = %claim.run, "running");
+        let started = Instant::now();
+        let outcome = {
+            let execute = self.execute(&claim);
+            tokio::pin!(execute);
+            let every = Duration::from_secs(u64::from(self.lease_seconds)) / 3;
+            let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    outcome = &mut execute => break Some(outcome),
+                    _ = beat.tick() => if !self.heartbeat(&claim.lease_token).await {
+                        // Dropping `execute` kills the command: its result could
+                        // not be recorded anyway, and another worker runs it.
+                        break None;
+                    },
+                }
+            }
+        };
+        let Some(outcome) = outcome else {
+            tracing::warn!("the lease was lost; the command was stopped and nothing reported");
+            return;
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let (query, variables) = match &outcome {
+            Outcome::Complete(result) => (
+                COMPLETE,
+                json!({"token": claim.lease_token, "result": result}),
+            ),
+            Outcome::Fail {
+                error,
+                error_type,
+                context,
+            } => {
+                tracing::warn!(error_type, error = %error, "the command failed");
+                (
+                    FAIL,
+                    json!({"token": claim.lease_token, "error": error,
+                           "type": error_type, "context": context}),
+                )
+            }
+        };
+        match self.report(query, variables).await {
+            Ok(()) => tracing::info!(
+                seconds = elapsed,
+                ok = matches!(outcome, Outcome::Complete(_)),
+                "reported"
+            ),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "the outcome was not recorded; the task runs again once its lease expires"
+            ),
+        }
+    }
+
+    /// Renews the lease; false when the server refused it (expired or re-claimed).
+    async fn heartbeat(&self, token: &str) -> bool {
+        match self
+            .client
+            .request(
+                HEARTBEAT,
+                json!({"token": token, "lease": self.lease_seconds}),
+            )
+            .await
+        {
+            Ok(_) => true,
+            Err(CliError::Api { code, message }) if code == "CONFLICT" => {
+                tracing::warn!(%message, "the heartbeat was refused");
+                false
+            }
+            Err(err) => {
+                // Keep running: the next beat may get through before the lease ends.
+                tracing::warn!(error = %err, "cannot renew the lease");
+                true
+            }
+        }
+    }
+
+    /// Sends a report, retrying while the server cannot be reached.
+    async fn report(&self, query: &str, variables: Value) -> Result<(), CliError> {
+        let mut pause = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.client.request(query, variables.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(err @ CliError::Http { .. }) if attempt < REPORT_ATTEMPTS => {
+                    tracing::warn!(error = %err, "cannot report; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Runs COMMAND with the task on standard input; what it came to.
+    async fn execute(&self, claim: &TaskClaim) -> Outcome {
+        let input = json!({
+            "session": claim.session,
+            "instance": claim.instance,
+            "run": claim.run,
+            "kwargs": claim.kwargs,
+            "attempt": claim.attempt,
+        });
+        let mut command = Command::new(&self.command[0]);
+        command
+            .args(&self.command[1..])
+            .env("TRIGGERS_SESSION", &claim.session)
+            .env("TRIGGERS_INSTANCE", &claim.instance)
+            .env("TRIGGERS_RUN", &claim.run)
+            .env("TRIGGERS_ATTEMPT", claim.attempt.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                return Outcome::Fail {
+                    error: format!("cannot start {:?}: {err}", self.command[0]),
+                    error_type: COMMAND_NOT_STARTED,
+                    context: json!({"command": self.command}),
+                }
+            }
+        };
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let feed = async move {
+            if let Some(stdin) = stdin.as_mut() {
+                // A command that does not read its input closes the pipe early:
+                // that is its business, not a failure.
+                let _ = stdin.write_all(input.to_string().as_bytes()).await;
+                let _ = stdin.write_all(b"\n").await;
+                let _ = stdin.shutdown().await;
+            }
+            drop(stdin);
+        };
+        let (_, stdout, stderr, status) = tokio::join!(
+            feed,
+            read_limited(stdout, MAX_STDOUT),
+            read_tail(stderr, STDERR_TAIL),
+            child.wait(),
+        );
+        match status {
+            Ok(status) => outcome(status.success(), status.code(), &stdout, &stderr),
+            Err(err) => Outcome::Fail {
+                error: format!("cannot wait for the command: {err}"),
+                error_type: COMMAND_FAILED,
+                context: json!({}),
+            },
+        }
+    }
+}
+
+/// Judges a finished command by its exit and output.
+fn outcome(success: bool, code: Option<i32>, stdout: &Output, stderr: &Output) -> Outcome {
+    let stderr_text = String::from_utf8_lossy(&stderr.bytes).trim().to_owned();
+    if !success {
+        let how = match code {
+            Some(code) => format!("the command exited with status {code}"),
+            None => "the command was killed by a signal".to_owned(),
+        };
+        return Outcome::Fail {
+            error: if stderr_text.is_empty() {
+                how
+            } else {
+                stderr_text
+            },
+            error_type: COMMAND_FAILED,
+            context: json!({"exitCode": code, "stderrTruncated": stderr.truncated}),
+        };
+    }
+    if stdout.truncated {
+        return Outcome::Fail {
+            error: format!("the command printed more than {MAX_STDOUT} bytes on standard output"),
+            error_type: INVALID_RESULT,
+            context: json!({"exitCode": code}),
+        };
+    }
+    match serde_json::from_slice::<Value>(&stdout.bytes) {
+        Ok(result @ Value::Object(_)) => Outcome::Complete(result),
+        _ => {
+            let printed = String::from_utf8_lossy(&stdout.bytes);
+            let printed = tail(printed.trim(), 512);
+            Outcome::Fail {
+                error: format!(
+                    "the command exited 0 but did not print one JSON object on standard output \
+                     (it printed {printed:?}){}",
+                    if stderr_text.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; standard error: {stderr_text}")
+                    }
+                ),
+                error_type: INVALID_RESULT,
+                context: json!({"exitCode": code}),
+            }
+        }
+    }
+}
+
+/// Bytes read from a pipe, and whether some were dropped.
+#[derive(Debug, Default)]
+struct Output {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+/// Reads all of `pipe`, keeping at most the first `limit` bytes.
+async fn read_limited(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output {
+    let mut output = Output::default();
+    let Some(mut pipe) = pipe else {
+        return output;
+    };
+    let mut buffer = [0u8; 8192];
+    while let Ok(n) = pipe.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(output.bytes.len());
+        output.bytes.extend_from_slice(&buffer[..n.min(room)]);
+        output.truncated |= n > room;
+    }
+    output
+}
+
+/// Reads all of `pipe`, keeping the last `limit` bytes.
+async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output {
+    let mut output = Output::default();
+    let Some(mut pipe) = pipe else {
+        return output;
+    };
+    let mut buffer = [0u8; 8192];
+    while let Ok(n) = pipe.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        output.bytes.extend_from_slice(&buffer[..n]);
+        if output.bytes.len() > limit {
+            let excess = output.bytes.len() - limit;
+            output.bytes.drain(..excess);
+            output.truncated = true;
+        }
+    }
+    output
+}
+
+/// The last `max` characters of `text`.
+fn tail(text: &str, max: usize) -> &str {
+    let count = text.chars().count();
+    match text.char_indices().nth(count.saturating_sub(max)) {
+        Some((start, _)) if count > max => &text[start..],
+        _ => text,
+    }
+}
+
+/// `<hostname>:<pid>`.
+fn default_worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Counts Ctrl-C / SIGTERM signals into `stop`: 1 = stop claiming, 2 = stop now.
+/// Installed before the first claim, so an early signal is a graceful stop too.
+fn spawn_signal_listener(stop: watch::Sender<u32>) -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let io = |source| CliError::Io {
+            context: "cannot listen for signals".into(),
+            source,
+        };
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(io)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(io)?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => tracing::info!("Ctrl-C received"),
+                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                }
+                stop.send_modify(|n| *n += 1);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received");
+            stop.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(text: &str) -> Output {
+        Output {
+            bytes: text.as_bytes().to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_json_object_on_stdout_after_exit_0_is_the_result() {
+        assert_eq!(
+            outcome(true, Some(0), &out(" {\"ok\": true}\n"), &out("")),
+            Outcome::Complete(json!({"ok": true}))
+        );
+    }
+
+    #[test]
+    fn a_non_zero_exit_fails_with_the_stderr_tail() {
+        let Outcome::Fail {
+            error, error_type, ..
+        } = outcome(
+            false,
+            Some(3),
+            &out("{}"),
+            &out("Traceback...\nValueError: x\n"),
+        )
+        else {
+            panic!("expected a failure");
+        };
+        assert_eq!(error_type, COMMAND_FAILED);
+        assert_eq!(error, "Traceback...\nValueError: x");
+    }
+
+    #[test]
+    fn stdout_that_is_not_one_object_is_an_invalid_result() {
+        for printed in ["", "[1]", "ok", "{} {}"] {
+            let Outcome::Fail { error_type, .. } = outcome(true, Some(0), &out(printed), &out(""))
+            else {
+                panic!("expected a failure for {printed:?}");
+            };
+            assert_eq!(error_type, INVALID_RESULT, "for {printed:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stderr_tail_keeps_the_last_bytes() {
+        let text = "x".repeat(10_000) + "END";
+        let output = read_tail(Some(text.as_bytes()), 100).await;
+        assert!(output.truncated);
+        assert_eq!(output.bytes.len(), 100);
+        assert!(output.bytes.ends_with(b"END"));
+    }
+
+    #[test]
+    fn tail_counts_characters() {
+        assert_eq!(tail("héllo", 3), "llo");
+        assert_eq!(tail("hé", 5), "hé");
+    }
+}
