@@ -12,8 +12,12 @@ use serde_json::Value;
 use super::{now, Engine, Error, Inner, Job, Outcome, Result};
 use crate::domain::config::json_type;
 use crate::domain::decide::Failure;
-use crate::domain::{Event, EventPayload, InstanceStatus, JsonObject, Runner, SessionState};
+use crate::domain::decide::StartedJob;
+use crate::domain::{
+    Decider, Event, EventPayload, InstanceStatus, JsonObject, Runner, SessionState,
+};
 use crate::store::QueueOp;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// An inline instance to run once the commit that scheduled it is done.
 #[derive(Debug, Clone)]
@@ -45,6 +49,62 @@ pub(crate) fn inline_work(state: &SessionState, events: &[Event]) -> Vec<InlineW
             )
         })
         .collect()
+}
+
+/// An inline instance started in the same commit that scheduled it, saving a
+/// commit per run: the permit to run it is already held.
+pub(crate) struct Prestarted {
+    job: StartedJob,
+    token: String,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Starts, within the current decision, the inline instances it scheduled for
+/// immediate running, as far as free run permits allow; the rest are started by
+/// the ordinary path. Returns them with the lease ops to commit after the queue
+/// rows are written.
+pub(crate) fn prestart(
+    decider: &mut Decider<'_>,
+    permits: &Arc<Semaphore>,
+    owner: &str,
+    lease: Duration,
+    at: DateTime<Utc>,
+) -> (Vec<Prestarted>, Vec<QueueOp>) {
+    let candidates: Vec<String> = decider
+        .events()
+        .iter()
+        .filter_map(|event| match &event.payload {
+            EventPayload::InstanceScheduled {
+                instance,
+                runner: Runner::Inline,
+                not_before: None,
+            } => Some(instance.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut started = Vec::new();
+    let mut ops = Vec::new();
+    for instance in candidates {
+        if decider.state().instance(&instance).map(|i| i.status) != Some(InstanceStatus::Scheduled)
+        {
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            break;
+        };
+        let token = uuid::Uuid::new_v4().to_string();
+        let Ok(job) = decider.start(
+            &instance,
+            Some(owner.to_owned()),
+            Some(lease_end(at, lease)),
+            false,
+        ) else {
+            continue;
+        };
+        ops.push(lease_op(&instance, owner, &token, at, lease, None));
+        started.push(Prestarted { job, token, permit });
+    }
+    (started, ops)
 }
 
 /// Counts an inline run in flight for as long as it lives.
@@ -80,7 +140,7 @@ impl Engine {
                     tokio::time::sleep(wait).await;
                 }
             }
-            let Ok(_permit) = engine.inner.permits.acquire().await else {
+            let Ok(_permit) = engine.inner.permits.clone().acquire_owned().await else {
                 return;
             };
             if let Err(err) = engine.run_inline(&session, &work.instance).await {
@@ -110,6 +170,20 @@ impl Engine {
             Err(Error::Conflict(_) | Error::InvalidState(_)) => return Ok(()),
             Err(err) => return Err(err),
         };
+        self.run_started(session, job, &token).await
+    }
+
+    /// Runs the handler of an instance this process started under lease `token`,
+    /// heartbeating, then reports the outcome.
+    pub(crate) async fn run_started(
+        &self,
+        session: &str,
+        job: StartedJob,
+        token: &str,
+    ) -> Result<()> {
+        let owner = &self.inner.options.process_id;
+        let lease = self.inner.options.inline_lease;
+        let instance = job.instance.clone();
         let job = Job {
             session: session.to_owned(),
             instance: job.instance,
@@ -120,7 +194,7 @@ impl Engine {
             max_retries: job.max_retries,
         };
         tracing::debug!(session, instance, run = job.run, "running inline");
-        let heartbeat = self.spawn_heartbeat(session, instance, &owner, &token, lease);
+        let heartbeat = self.spawn_heartbeat(session, &instance, owner, token, lease);
         let outcome = match self.inner.registry.get(&job.run) {
             Some(handler) => match tokio::spawn(handler.call(job)).await {
                 Ok(outcome) => outcome,
@@ -137,14 +211,34 @@ impl Engine {
         heartbeat.abort();
         self.report(
             session,
-            instance,
+            &instance,
             Report::from(outcome),
-            &owner,
-            &token,
+            owner,
+            token,
             lease,
         )
         .await?;
         Ok(())
+    }
+
+    /// Runs instances started in the commit that scheduled them.
+    pub(crate) fn spawn_prestarted(&self, session: &str, prestarted: Vec<Prestarted>) {
+        for started in prestarted {
+            let guard = InFlight::new(&self.inner);
+            let engine = self.clone();
+            let session = session.to_owned();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let _permit = started.permit;
+                let instance = started.job.instance.clone();
+                if let Err(err) = engine
+                    .run_started(&session, started.job, &started.token)
+                    .await
+                {
+                    tracing::error!(session, instance, error = %err, "inline run failed to record its outcome; the lease will expire and it will run again");
+                }
+            });
+        }
     }
 
     fn spawn_heartbeat(

@@ -141,7 +141,7 @@ struct Inner {
     committed: broadcast::Sender<Arc<Committed>>,
     /// Inline runs spawned and not yet done (for `wait_idle`).
     inflight: watch::Sender<usize>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     /// Set by `shutdown`: the sweeper stops.
     stopping: AtomicBool,
 }
@@ -180,7 +180,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 store,
                 cache: Cache::new(options.cache_capacity),
-                permits: Semaphore::new(options.inline_concurrency.max(1)),
+                permits: Arc::new(Semaphore::new(options.inline_concurrency.max(1))),
                 registry,
                 hooks,
                 committed,
@@ -256,6 +256,16 @@ impl Engine {
             let resolver = |run: &str| self.inner.registry.contains(run);
             let mut decider = Decider::new(state, now, &resolver);
             let decided = decide(&mut decider);
+            let (prestarted, lease_ops) = match decided {
+                Ok(_) => dispatch::prestart(
+                    &mut decider,
+                    &self.inner.permits,
+                    &self.inner.options.process_id,
+                    self.inner.options.inline_lease,
+                    now,
+                ),
+                Err(_) => Default::default(),
+            };
             let (events, fires) = decider.finish();
             let value = match decided {
                 Ok(value) => value,
@@ -279,6 +289,7 @@ impl Engine {
             let state = slot.state.as_deref().expect("loaded above");
             let mut queue = ops(now);
             let instances = self.projection_rows(session, state, &events, &mut queue);
+            queue.extend(lease_ops);
             let commit = Commit {
                 session,
                 expected_version,
@@ -292,6 +303,7 @@ impl Engine {
                     let to_run =
                         dispatch::inline_work(slot.state.as_deref().expect("loaded"), &events);
                     drop(slot);
+                    self.spawn_prestarted(session, prestarted);
                     self.after_commit(session, &events, &fires, to_run).await;
                     return Ok(Executed { value, events });
                 }
@@ -371,22 +383,24 @@ impl Engine {
         events: &[Event],
         queue: &mut Vec<QueueOp>,
     ) -> Vec<InstanceRow> {
-        let mut touched: Vec<(&str, Option<DateTime<Utc>>, bool)> = Vec::new();
+        // (instance, made claimable at, left the queue, newly scheduled)
+        let mut touched: Vec<(&str, Option<DateTime<Utc>>, bool, bool)> = Vec::new();
         for event in events {
             let Some(name) = event.payload.instance() else {
                 continue;
             };
-            let position = match touched.iter().position(|(n, _, _)| *n == name) {
+            let position = match touched.iter().position(|(n, ..)| *n == name) {
                 Some(position) => position,
                 None => {
-                    touched.push((name, None, false));
+                    touched.push((name, None, false, false));
                     touched.len() - 1
                 }
             };
             let entry = &mut touched[position];
             match &event.payload {
                 EventPayload::InstanceScheduled { not_before, .. } => {
-                    entry.1 = Some(not_before.unwrap_or(event.at))
+                    entry.1 = Some(not_before.unwrap_or(event.at));
+                    entry.3 = true;
                 }
                 EventPayload::InstanceLeaseExpired { .. } => entry.1 = Some(event.at),
                 EventPayload::InstanceStatusChanged { .. } => {
@@ -400,12 +414,19 @@ impl Engine {
             }
         }
         let mut rows = Vec::with_capacity(touched.len());
-        for (name, scheduled_at, left) in touched {
+        for (name, scheduled_at, left, newly) in touched {
             let Some(inst) = state.instance(name) else {
                 continue;
             };
-            match (inst.status, scheduled_at) {
-                (InstanceStatus::Scheduled, Some(available_at)) => queue.push(QueueOp::Enqueue {
+            // An instance started in the commit that scheduled it still needs its
+            // row: the lease ops that follow take it.
+            let enqueue = match inst.status {
+                InstanceStatus::Scheduled => true,
+                InstanceStatus::Running => newly,
+                _ => false,
+            };
+            match (enqueue, scheduled_at) {
+                (true, Some(available_at)) => queue.push(QueueOp::Enqueue {
                     instance: name.to_owned(),
                     queue: inst
                         .runner
@@ -418,7 +439,7 @@ impl Engine {
                         .unwrap_or_default(),
                     available_at,
                 }),
-                (status, _) if left && status != InstanceStatus::Scheduled => {
+                _ if left && inst.status != InstanceStatus::Scheduled => {
                     queue.push(QueueOp::Remove {
                         instance: name.to_owned(),
                     })
