@@ -65,7 +65,7 @@ pub(crate) fn optional_object(value: Option<Value>, what: &str) -> Result<Option
 impl Engine {
     /// Adds or replaces tasks (`tasks`: task name -> directives). Bad configuration
     /// is rejected as a whole and nothing is written.
-    #[tracing::instrument(skip(self, tasks), err)]
+    #[tracing::instrument(skip(self, tasks), err(level = "debug"))]
     pub async fn configure(&self, session: &str, tasks: &Value) -> Result<u64> {
         let uid = SessionUid::parse(session)?;
         let tasks = parse_tasks(tasks)?;
@@ -77,7 +77,7 @@ impl Engine {
 
     /// Fires `trigger` with `kwargs` (SPEC section 3). With an idempotency key, a
     /// repeat returns the first outcome with `duplicate` set and appends nothing.
-    #[tracing::instrument(skip(self, kwargs), err)]
+    #[tracing::instrument(skip(self, kwargs), err(level = "debug"))]
     pub async fn fire(
         &self,
         session: &str,
@@ -123,7 +123,7 @@ impl Engine {
     }
 
     /// Replays a failed instance as a new clone (scheduled at once); returns the clone.
-    #[tracing::instrument(skip(self, replacement_kwargs), err)]
+    #[tracing::instrument(skip(self, replacement_kwargs), err(level = "debug"))]
     pub async fn replay_failed_instance(
         &self,
         session: &str,
@@ -139,7 +139,7 @@ impl Engine {
     }
 
     /// Skips a failed instance; with `cascade`, fires the task name with `result`.
-    #[tracing::instrument(skip(self, result), err)]
+    #[tracing::instrument(skip(self, result), err(level = "debug"))]
     pub async fn skip_failed_instance(
         &self,
         session: &str,
@@ -156,7 +156,7 @@ impl Engine {
     }
 
     /// Sets any status, merges metadata, optionally cascades `cascade_kwargs`.
-    #[tracing::instrument(skip(self, metadata, cascade_kwargs), err)]
+    #[tracing::instrument(skip(self, metadata, cascade_kwargs), err(level = "debug"))]
     pub async fn update_instance_status(
         &self,
         session: &str,
@@ -177,7 +177,7 @@ impl Engine {
     }
 
     /// Merges metadata into an instance's metadata.
-    #[tracing::instrument(skip(self, metadata), err)]
+    #[tracing::instrument(skip(self, metadata), err(level = "debug"))]
     pub async fn update_instance_metadata(
         &self,
         session: &str,
@@ -193,7 +193,7 @@ impl Engine {
     }
 
     /// Sets metadata `logsResolved: true`.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn mark_instance_logs_resolved(
         &self,
         session: &str,

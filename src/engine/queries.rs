@@ -53,6 +53,14 @@ impl Engine {
         Ok(self.inner.store.instance_events(session, instance).await?)
     }
 
+    /// The events with these seqs, ascending (unknown seqs are left out).
+    pub async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> Result<Vec<Event>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.store.events_by_seq(session, seqs).await?)
+    }
+
     /// The `TriggerFired` events behind an instance's kwargs and abandon state.
     pub async fn instance_causes(&self, session: &str, instance: &str) -> Result<Vec<Event>> {
         let state = self.session(session).await?;

@@ -56,7 +56,7 @@ fn lease_duration(lease_seconds: Option<u32>) -> Result<Duration> {
 
 impl Engine {
     /// Claims up to `max` instances of `queue` (default `default`), oldest first.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn claim_tasks(
         &self,
         worker: &str,
@@ -177,13 +177,14 @@ impl Engine {
         Ok(expires)
     }
 
-    /// The worker finished: record the result and cascade.
+    /// The worker finished: record the result and cascade. Returns the session and
+    /// the instance.
     pub async fn complete_task(
         &self,
         lease_token: &str,
         result: Option<Value>,
         log_level: Option<i64>,
-    ) -> Result<Instance> {
+    ) -> Result<(String, Instance)> {
         let result = object_or_empty(result, "result")?;
         self.report_lease(lease_token, Report::Complete { result, log_level })
             .await
@@ -201,7 +202,7 @@ impl Engine {
         retry: bool,
         cooldown_seconds: Option<f64>,
         replacement_kwargs: Option<Value>,
-    ) -> Result<Instance> {
+    ) -> Result<(String, Instance)> {
         let context = object_or_empty(context, "context")?;
         let replacement_kwargs = optional_object(replacement_kwargs, "replacementKwargs")?;
         if cooldown_seconds.is_some_and(|c| !(0.0..=86_400.0).contains(&c)) {
@@ -228,13 +229,17 @@ impl Engine {
     }
 
     /// The worker skipped the task.
-    pub async fn skip_task(&self, lease_token: &str, metadata: Option<Value>) -> Result<Instance> {
+    pub async fn skip_task(
+        &self,
+        lease_token: &str,
+        metadata: Option<Value>,
+    ) -> Result<(String, Instance)> {
         let metadata = object_or_empty(metadata, "metadata")?;
         self.report_lease(lease_token, Report::Skip { metadata })
             .await
     }
 
-    async fn report_lease(&self, lease_token: &str, report: Report) -> Result<Instance> {
+    async fn report_lease(&self, lease_token: &str, report: Report) -> Result<(String, Instance)> {
         let row = self.live_lease(lease_token).await?;
         let owner = row.lease_owner.clone().unwrap_or_default();
         let remaining = row
@@ -250,6 +255,7 @@ impl Engine {
             remaining,
         )
         .await
+        .map(|instance| (row.session, instance))
     }
 
     /// The queue row of a lease that is still held.

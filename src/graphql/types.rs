@@ -511,10 +511,8 @@ impl TaskInstance {
             return Ok(Vec::new());
         }
         let events = engine(ctx)
-            .store()
             .events_by_seq(self.session_uid(), &seqs)
             .await
-            .map_err(crate::engine::Error::from)
             .gql()?;
         Ok(self.visible(events))
     }

@@ -1,17 +1,12 @@
 //! The worker protocol's engine calls, in one place: the resolvers in
 //! [`super::mutation`] only convert arguments and results.
-//!
-//! The engine's report calls (`complete_task`, `fail_task`, `skip_task`) return
-//! the instance but not its session, which `TaskInstance.session` needs; the
-//! session is read from the lease row before reporting. (A report that succeeds
-//! needs a live lease, so the row is there when it is read.)
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::error::bad_input;
 use crate::domain::Instance;
-use crate::engine::{Claim, Error, Result};
+use crate::engine::{Claim, Result};
 use crate::Engine;
 
 /// A non-negative `Int` argument as a count.
@@ -46,9 +41,7 @@ pub(super) async fn complete(
     result: Option<Value>,
     log_level: Option<i64>,
 ) -> Result<(String, Instance)> {
-    let session = lease_session(engine, lease_token).await?;
-    let instance = engine.complete_task(lease_token, result, log_level).await?;
-    with_session(session, instance)
+    engine.complete_task(lease_token, result, log_level).await
 }
 
 /// What `failTask` reports.
@@ -68,8 +61,7 @@ pub(super) async fn fail(
     lease_token: &str,
     failure: Failure,
 ) -> Result<(String, Instance)> {
-    let session = lease_session(engine, lease_token).await?;
-    let instance = engine
+    engine
         .fail_task(
             lease_token,
             failure.error,
@@ -80,8 +72,7 @@ pub(super) async fn fail(
             failure.cooldown_seconds,
             failure.replacement_kwargs,
         )
-        .await?;
-    with_session(session, instance)
+        .await
 }
 
 /// `skipTask`: the session and the skipped instance.
@@ -90,27 +81,5 @@ pub(super) async fn skip(
     lease_token: &str,
     metadata: Option<Value>,
 ) -> Result<(String, Instance)> {
-    let session = lease_session(engine, lease_token).await?;
-    let instance = engine.skip_task(lease_token, metadata).await?;
-    with_session(session, instance)
-}
-
-/// The session of the lease's queue row, if the row exists (the engine refuses
-/// the report with `CONFLICT` when it does not).
-async fn lease_session(engine: &Engine, lease_token: &str) -> Result<Option<String>> {
-    Ok(engine
-        .store()
-        .lease(lease_token)
-        .await?
-        .map(|row| row.session))
-}
-
-fn with_session(session: Option<String>, instance: Instance) -> Result<(String, Instance)> {
-    match session {
-        Some(session) => Ok((session, instance)),
-        None => Err(Error::Corrupt(format!(
-            "a report on instance {:?} succeeded without a lease row",
-            instance.name
-        ))),
-    }
+    engine.skip_task(lease_token, metadata).await
 }
