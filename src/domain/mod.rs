@@ -14,6 +14,8 @@ pub mod merge;
 pub mod names;
 pub mod state;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 pub use config::{parse_tasks, Runner, TaskConfig};
 pub use decide::{Decider, FireOutcome, RunnerResolver, StepOutcome};
