@@ -56,8 +56,7 @@ impl Mutation {
                 result.seq
             ))));
         };
-        let state = engine.session(&session).await.gql()?;
-        Ok(FireResult::new(state, event, result))
+        Ok(FireResult::new(event, result))
     }
 
     /// Replays a `failed` instance as a new clone, scheduled at once; returns the clone.

@@ -568,34 +568,41 @@ impl Event {
 
 /// What a `fire` did.
 pub struct FireResult {
-    session: Arc<SessionState>,
+    uid: String,
     event: domain::Event,
     scheduled: Vec<String>,
     abandoned: Vec<String>,
     duplicate: bool,
+    /// Read only when `session`, `scheduled` or `abandoned` is asked for: most
+    /// callers want the event alone, and a fire should cost one commit.
+    state: tokio::sync::OnceCell<Arc<SessionState>>,
 }
 
 impl FireResult {
-    /// The result of a fire, read against the session state after it.
-    pub fn new(
-        session: Arc<SessionState>,
-        event: domain::Event,
-        result: crate::engine::FireResult,
-    ) -> Self {
+    /// The result of a fire; the session is read after it, on demand.
+    pub fn new(event: domain::Event, result: crate::engine::FireResult) -> Self {
         Self {
-            session,
+            uid: result.session,
             event,
             scheduled: result.scheduled,
             abandoned: result.abandoned,
             duplicate: result.duplicate,
+            state: tokio::sync::OnceCell::new(),
         }
     }
 
-    fn instances(&self, names: &[String]) -> Vec<TaskInstance> {
-        names
+    async fn state(&self, ctx: &Context<'_>) -> Result<&Arc<SessionState>> {
+        self.state
+            .get_or_try_init(|| async { engine(ctx).session(&self.uid).await.gql() })
+            .await
+    }
+
+    async fn instances(&self, ctx: &Context<'_>, names: &[String]) -> Result<Vec<TaskInstance>> {
+        let state = self.state(ctx).await?;
+        Ok(names
             .iter()
-            .filter_map(|name| TaskInstance::named(&self.session, name))
-            .collect()
+            .filter_map(|name| TaskInstance::named(state, name))
+            .collect())
     }
 }
 
@@ -603,8 +610,8 @@ impl FireResult {
 #[Object]
 impl FireResult {
     /// The session after the fire.
-    async fn session(&self) -> Session {
-        Session::new(self.session.clone())
+    async fn session(&self, ctx: &Context<'_>) -> Result<Session> {
+        Ok(Session::new(self.state(ctx).await?.clone()))
     }
 
     /// The `TriggerFired` event (the first one, for a duplicate).
@@ -613,13 +620,13 @@ impl FireResult {
     }
 
     /// Instances this fire scheduled (not those of later cascades).
-    async fn scheduled(&self) -> Vec<TaskInstance> {
-        self.instances(&self.scheduled)
+    async fn scheduled(&self, ctx: &Context<'_>) -> Result<Vec<TaskInstance>> {
+        self.instances(ctx, &self.scheduled).await
     }
 
     /// Instances this fire abandoned.
-    async fn abandoned(&self) -> Vec<TaskInstance> {
-        self.instances(&self.abandoned)
+    async fn abandoned(&self, ctx: &Context<'_>) -> Result<Vec<TaskInstance>> {
+        self.instances(ctx, &self.abandoned).await
     }
 
     /// The idempotency key was used before: nothing was appended.
