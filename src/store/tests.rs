@@ -74,9 +74,29 @@ async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, store)
 }
 
+/// A fresh schema of the test database, so that these tests never depend on (or
+/// disturb) what other runs left in `public`.
+async fn fresh_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("store_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect postgres");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
 async fn postgres_store(test: &str) -> Option<Arc<dyn Store>> {
     match std::env::var(POSTGRES_URL_ENV) {
-        Ok(url) if !url.is_empty() => Some(open(&url).await.expect("open postgres")),
+        Ok(url) if !url.is_empty() => Some(
+            open(&fresh_schema(&url).await)
+                .await
+                .expect("open postgres"),
+        ),
         _ => {
             eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
             None
@@ -1442,7 +1462,9 @@ async fn a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq() {
         eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
         return;
     };
-    let store = super::postgres::PostgresStore::connect(&url).await.unwrap();
+    let store = super::postgres::PostgresStore::connect(&fresh_schema(&url).await)
+        .await
+        .unwrap();
     let session = unique("corrupt");
     sqlx::query(
         "INSERT INTO events (session, seq, kind, format, data, at) \
@@ -1505,7 +1527,9 @@ async fn a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict() {
         eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
         return;
     };
-    let store = super::postgres::PostgresStore::connect(&url).await.unwrap();
+    let store = super::postgres::PostgresStore::connect(&fresh_schema(&url).await)
+        .await
+        .unwrap();
     let session = unique("behind");
     append(&store, &session, 0, &[fired(1, "page", json!({}))])
         .await
