@@ -9,11 +9,13 @@
 //! Every flag has an environment variable fallback, shown in `--help`.
 
 mod client;
+mod loadgen;
 mod output;
 mod remote;
 mod server;
 mod work;
 
+pub use loadgen::LoadgenArgs;
 pub use work::WorkArgs;
 
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +52,9 @@ pub enum Command {
     /// Run a program once per claimed worker task: the task as JSON on stdin, the
     /// result as a JSON object on stdout (talks to a server).
     Work(WorkArgs),
+    /// Drive a server with concurrent clients firing into questionnaire sessions,
+    /// for a while, and print fires/s and latency percentiles (talks to a server).
+    Loadgen(LoadgenArgs),
 }
 
 /// Where the database is.
@@ -219,6 +224,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show(args) => remote::show(args).await,
         Command::Events(args) => remote::events(args).await,
         Command::Work(args) => work::work(args).await,
+        Command::Loadgen(args) => loadgen::run(args).await,
     }
 }
 

@@ -30,11 +30,11 @@ use super::client::Client;
 use super::{CliError, ServerArgs};
 
 /// `errorType` of a command that exited unsuccessfully (or was killed by a signal).
-pub const COMMAND_FAILED: &str = "triggers.work.CommandFailed";
+pub(super) const COMMAND_FAILED: &str = "triggers.work.CommandFailed";
 /// `errorType` of a command that exited 0 without printing one JSON object.
-pub const INVALID_RESULT: &str = "triggers.work.InvalidResult";
+pub(super) const INVALID_RESULT: &str = "triggers.work.InvalidResult";
 /// `errorType` of a command that could not be started at all.
-pub const COMMAND_NOT_STARTED: &str = "triggers.work.CommandNotStarted";
+pub(super) const COMMAND_NOT_STARTED: &str = "triggers.work.CommandNotStarted";
 
 /// How much of standard error becomes the reported error, in bytes.
 const STDERR_TAIL: usize = 4096;
@@ -219,7 +219,9 @@ async fn claim_loop(
                 pause
             }
             // Bad credentials or a bad queue name will not heal by themselves.
-            Err(CliError::Api { code, message }) if code != "INTERNAL" => {
+            Err(CliError::Api { code, message })
+                if code == "UNAUTHORIZED" || code == "BAD_INPUT" =>
+            {
                 return Err(CliError::Api { code, message });
             }
             Err(err) => {
@@ -590,6 +592,43 @@ mod tests {
             bytes: text.as_bytes().to_vec(),
             truncated: false,
         }
+    }
+
+    #[test]
+    fn the_command_comes_after_a_double_dash() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "triggers",
+            "work",
+            "--server",
+            "http://example:8080",
+            "--queue",
+            "gpu",
+            "--concurrency",
+            "4",
+            "--",
+            "python3",
+            "job.py",
+            "--verbose",
+        ])
+        .unwrap();
+        let crate::cli::Command::Work(args) = cli.command else {
+            panic!("expected work");
+        };
+        assert_eq!(args.server.server, "http://example:8080");
+        assert_eq!(args.queue.as_deref(), Some("gpu"));
+        assert_eq!(args.concurrency, 4);
+        assert_eq!(args.command, ["python3", "job.py", "--verbose"]);
+        assert!(crate::cli::Cli::try_parse_from(["triggers", "work"]).is_err());
+        assert!(crate::cli::Cli::try_parse_from([
+            "triggers",
+            "work",
+            "--lease-seconds",
+            "0",
+            "--",
+            "true"
+        ])
+        .is_err());
     }
 
     #[test]

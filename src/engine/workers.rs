@@ -83,14 +83,18 @@ impl Engine {
         let mut claims = Vec::new();
         for _round in 0..3 {
             let wanted = max - claims.len() as u32;
-            let candidates = self
+            let mut candidates = self
                 .inner
                 .store
-                .claimable(queue, now(), wanted.saturating_mul(2).max(4))
+                .claimable(queue, now(), wanted.saturating_mul(4).max(8))
                 .await?;
             if candidates.is_empty() {
                 break;
             }
+            // Concurrent workers see the same oldest rows: each starts at a random
+            // point of the window so they do not all queue up on the first one.
+            let start = (uuid::Uuid::new_v4().as_u128() % candidates.len() as u128) as usize;
+            candidates.rotate_left(start);
             for row in candidates {
                 if claims.len() as u32 >= max {
                     break;

@@ -1,0 +1,10 @@
+//! Integration tests of external workers (SPEC section 9 "Workers"): the claim
+//! protocol over GraphQL against the real server, and the `triggers work`
+//! command running real scripts, on a fresh SQLite file and (when
+//! `TRIGGERS_TEST_POSTGRES_URL` is set) a fresh PostgreSQL schema per test.
+
+#[macro_use]
+mod support;
+
+mod command;
+mod protocol;

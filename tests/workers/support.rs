@@ -1,0 +1,419 @@
+//! Shared support, copied from `tests/api/support.rs` (kept apart so the two
+//! suites can evolve independently): a fresh database per test on each backend,
+//! the real server on a random port over it, GraphQL over HTTP, and waiting for
+//! conditions without fixed sleeps.
+//!
+//! Every backend test is an `async fn name(db: TestDb)`; [`on_both_backends!`]
+//! turns it into a module `name` with two tests, `name::sqlite` and
+//! `name::postgres`. SQLite gets a fresh file in a temporary directory;
+//! PostgreSQL (only when `TRIGGERS_TEST_POSTGRES_URL` is set) gets a fresh
+//! schema, selected through the connection's `search_path`, dropped afterwards.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use triggers::engine::EngineOptions;
+use triggers::http::ServerConfig;
+use triggers::Engine;
+
+/// Names the PostgreSQL server the postgres variants run on.
+pub(crate) const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
+
+/// The session most tests use (each test has its own database).
+pub(crate) const S: &str = "questionnaire:1";
+
+/// How long a test waits for a condition before failing.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A database of its own for one test.
+pub(crate) struct TestDb {
+    /// The URL servers open.
+    pub(crate) url: String,
+    /// Keeps the SQLite file alive for as long as the test runs.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A fresh SQLite file.
+    pub(crate) fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("triggers.db");
+        TestDb {
+            url: format!("sqlite://{}", path.display()),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh schema on the server named by `TRIGGERS_TEST_POSTGRES_URL` (and its
+    /// name, to drop it), or `None` (with a note on stderr) when it is not set.
+    pub(crate) async fn postgres(test: &str) -> Option<(TestDb, String, String)> {
+        let base = match std::env::var(POSTGRES_ENV) {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                skipped(test);
+                return None;
+            }
+        };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}={base}: {e}"));
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .expect("create the test schema");
+        conn.close().await.ok();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        let db = TestDb { url, _dir: None };
+        Some((db, base, schema))
+    }
+}
+
+/// Says on the real stderr that a PostgreSQL test did not run.
+pub(crate) fn skipped(test: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {POSTGRES_ENV} not set; PostgreSQL test {test} did not run"
+    );
+}
+
+/// Runs a test on a fresh SQLite file.
+pub(crate) async fn run_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    within_time(test(TestDb::sqlite())).await;
+}
+
+/// Runs a test in a fresh PostgreSQL schema (dropped afterwards, whatever happened).
+pub(crate) async fn run_postgres<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some((db, base, schema)) = TestDb::postgres(name).await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(within_time(test(db))).catch_unwind().await;
+    if let Ok(mut conn) = PgConnection::connect(&base).await {
+        let _ = conn.execute("SET lock_timeout = '5s'").await;
+        let _ = conn
+            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await;
+        let _ = conn.close().await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Instantiates each named `async fn(TestDb)` once per backend, as
+/// `<name>::sqlite` and `<name>::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::support::run_sqlite(super::$name).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::support::run_postgres(module_path!(), super::$name).await;
+            }
+        }
+    )+};
+}
+
+/// Fails a test that hangs instead of letting it block the suite.
+pub(crate) async fn within_time(test: impl Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .expect("the test did not finish within 120 s");
+}
+
+/// Engine options for tests: short leases and a fast sweeper.
+pub(crate) fn test_options() -> EngineOptions {
+    EngineOptions {
+        inline_lease: Duration::from_secs(2),
+        sweep_interval: Some(Duration::from_millis(200)),
+        ..EngineOptions::default()
+    }
+}
+
+/// A server under test, with an HTTP client for it.
+pub(crate) struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) address: String,
+    /// The engine behind the server (for waiting on inline work).
+    pub(crate) engine: Engine,
+    pub(crate) http: reqwest::Client,
+    token: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts the real server on a random port over `db`, with the test options.
+pub(crate) async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, test_options()).await
+}
+
+/// Starts the real server on a random port over `db`, with `options` (e.g. no
+/// sweeper, so that nothing but the test writes to the log).
+pub(crate) async fn spawn_app_with(db: &TestDb, options: EngineOptions) -> TestApp {
+    let config = ServerConfig::default();
+    let engine = Engine::builder(db.url.clone())
+        .options(options)
+        .open()
+        .await
+        .unwrap_or_else(|e| panic!("open an engine on {}: {e}", db.url));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let address = format!("http://{}", listener.local_addr().expect("local address"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let token = config.api_token.clone();
+    let server = tokio::spawn(triggers::http::serve(
+        engine.clone(),
+        listener,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    TestApp {
+        address,
+        engine,
+        http: reqwest::Client::new(),
+        token,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// `address` + `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs a GraphQL request (with the app's token, if any); status and body.
+    pub(crate) async fn post(&self, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("POST /graphql");
+        let status = response.status().as_u16();
+        let body = response.json().await.expect("a JSON body");
+        (status, body)
+    }
+
+    /// Runs an operation that must succeed; its `data`.
+    pub(crate) async fn data(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(query, variables.clone()).await;
+        assert!(
+            body.get("errors").is_none() && status == 200,
+            "expected success for {query} with {variables}, got HTTP {status}: {body:#}"
+        );
+        body["data"].clone()
+    }
+
+    /// Runs an operation that must fail with exactly one error; its code and message.
+    pub(crate) async fn error(&self, query: &str, variables: Value) -> (String, String) {
+        let (_, body) = self.post(query, variables.clone()).await;
+        let errors = body["errors"].as_array().unwrap_or_else(|| {
+            panic!("expected an error for {query} with {variables}, got {body:#}")
+        });
+        assert_eq!(errors.len(), 1, "expected one error, got {body:#}");
+        let error = &errors[0];
+        (
+            error["extensions"]["code"]
+                .as_str()
+                .unwrap_or_else(|| panic!("an error without extensions.code: {body:#}"))
+                .to_owned(),
+            error["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Configures `tasks` on `session`; the new version.
+    pub(crate) async fn configure(&self, session: &str, tasks: Value) -> u64 {
+        let data = self
+            .data(
+                "mutation($s: String!, $t: JSON!) { configure(session: $s, tasks: $t) { version } }",
+                json!({"s": session, "t": tasks}),
+            )
+            .await;
+        data["configure"]["version"].as_u64().expect("a version")
+    }
+
+    /// Fires a trigger; the `fire` answer (event, scheduled, abandoned, duplicate).
+    pub(crate) async fn fire(&self, session: &str, trigger: &str, kwargs: Value) -> Value {
+        let data = self
+            .data(
+                "mutation($s: String!, $t: String!, $k: JSON) {
+                   fire(session: $s, trigger: $t, kwargs: $k) {
+                     duplicate
+                     event { seq kind trigger causedBy data }
+                     scheduled { name status }
+                     abandoned { name status }
+                     session { version }
+                   }
+                 }",
+                json!({"s": session, "t": trigger, "k": kwargs}),
+            )
+            .await;
+        data["fire"].clone()
+    }
+
+    /// The session's version.
+    pub(crate) async fn version(&self, session: &str) -> u64 {
+        let data = self
+            .data(
+                "query($s: String!) { session(uid: $s) { version } }",
+                json!({"s": session}),
+            )
+            .await;
+        data["session"]["version"].as_u64().expect("a version")
+    }
+
+    /// Waits until `ready` holds for the answer of `query`.
+    pub(crate) async fn wait_until(
+        &self,
+        what: &str,
+        query: &str,
+        variables: Value,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let data = self.data(query, variables.clone()).await;
+            if ready(&data) {
+                return data;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last answer: {data:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(PATIENCE, server)
+                .await
+                .expect("the server stopped in time")
+                .expect("the server task did not panic")
+                .expect("the server ended without an I/O error");
+        }
+        self.engine.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The worker protocol, as a client speaks it.
+impl TestApp {
+    /// `claimTasks`; the claims (`leaseToken session instance run kwargs attempt
+    /// leaseExpiresAt`).
+    pub(crate) async fn claim(
+        &self,
+        worker: &str,
+        queue: Option<&str>,
+        max: u32,
+        lease_seconds: u32,
+    ) -> Vec<Value> {
+        let data = self
+            .data(
+                "mutation($w: String!, $q: String, $m: Int, $l: Int) {
+                   claimTasks(worker: $w, queue: $q, max: $m, leaseSeconds: $l) {
+                     leaseToken session instance run kwargs attempt leaseExpiresAt
+                   }
+                 }",
+                json!({"w": worker, "q": queue, "m": max, "l": lease_seconds}),
+            )
+            .await;
+        data["claimTasks"].as_array().expect("claims").clone()
+    }
+
+    /// Claims until something is claimable (e.g. a lease or a cooldown ran out).
+    pub(crate) async fn claim_eventually(
+        &self,
+        worker: &str,
+        queue: Option<&str>,
+        lease_seconds: u32,
+    ) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(claim) = self
+                .claim(worker, queue, 1, lease_seconds)
+                .await
+                .into_iter()
+                .next()
+            {
+                return claim;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing became claimable in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `completeTask` request (status and body, success or not).
+    pub(crate) async fn complete(&self, token: &str, result: Value) -> (u16, Value) {
+        self.post(
+            "mutation($t: String!, $r: JSON) {
+               completeTask(leaseToken: $t, result: $r) { session name status result }
+             }",
+            json!({"t": token, "r": result}),
+        )
+        .await
+    }
+
+    /// One instance: `name status kwargs metadata depth parent history { seq kind data }`.
+    pub(crate) async fn instance(&self, session: &str, name: &str) -> Value {
+        let data = self
+            .data(
+                "query($s: String!, $i: String!) { session(uid: $s) { instance(name: $i) {
+                   name status kwargs metadata result depth parent
+                   history { seq kind data }
+                 } } }",
+                json!({"s": session, "i": name}),
+            )
+            .await;
+        data["session"]["instance"].clone()
+    }
+}
+
+/// The kinds of an instance's history, in order.
+pub(crate) fn kinds(instance: &Value) -> Vec<String> {
+    instance["history"]
+        .as_array()
+        .expect("a history")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("a kind").to_owned())
+        .collect()
+}
