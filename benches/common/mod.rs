@@ -5,6 +5,8 @@
 //! Each bench binary uses a subset of these helpers, hence the `dead_code` allow.
 #![allow(dead_code)]
 
+pub(crate) mod profile;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,18 +15,18 @@ use triggers::engine::EngineOptions;
 use triggers::Engine;
 
 /// Names the PostgreSQL server the benches may use (the same variable the tests read).
-pub const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
+pub(crate) const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
 
 /// The SQLite `synchronous` override read by `SqliteStore::connect`.
-pub const SQLITE_SYNCHRONOUS_ENV: &str = triggers::store::sqlite::SYNCHRONOUS_ENV;
+pub(crate) const SQLITE_SYNCHRONOUS_ENV: &str = triggers::store::sqlite::SYNCHRONOUS_ENV;
 
 /// One database a bench runs on. Dropping it removes the SQLite file (the
 /// PostgreSQL schema is left for inspection; it is named `b_<uuid>`).
-pub struct Database {
+pub(crate) struct Database {
     /// `sqlite` or `postgres`: the bench id's suffix.
-    pub label: &'static str,
+    pub(crate) label: &'static str,
     /// The URL to open it with.
-    pub url: String,
+    pub(crate) url: String,
     /// Keeps the SQLite file's directory alive.
     _dir: Option<tempfile::TempDir>,
 }
@@ -32,7 +34,7 @@ pub struct Database {
 impl Database {
     /// A fresh SQLite file (WAL mode; `synchronous` as the environment says,
     /// `FULL` by default) in a temporary directory.
-    pub fn sqlite() -> Database {
+    pub(crate) fn sqlite() -> Database {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         Database {
@@ -43,7 +45,7 @@ impl Database {
     }
 
     /// A fresh schema on the PostgreSQL server named by [`POSTGRES_ENV`], if set.
-    pub async fn postgres() -> Option<Database> {
+    pub(crate) async fn postgres() -> Option<Database> {
         let base = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty())?;
         let schema = format!("b_{}", uuid::Uuid::new_v4().simple());
         let pool = sqlx::PgPool::connect(&base)
@@ -64,14 +66,14 @@ impl Database {
     }
 
     /// SQLite always, PostgreSQL when configured.
-    pub async fn all() -> Vec<Database> {
+    pub(crate) async fn all() -> Vec<Database> {
         let mut all = vec![Database::sqlite()];
         all.extend(Database::postgres().await);
         all
     }
 
     /// Opens an engine on this database with [`options`].
-    pub async fn engine(&self) -> Engine {
+    pub(crate) async fn engine(&self) -> Engine {
         Engine::builder(self.url.clone())
             .options(options())
             .open()
@@ -82,7 +84,7 @@ impl Database {
     /// Opens an engine with SQLite's `synchronous = OFF` (for building history
     /// fast outside the measurement; the measured engine is opened afterwards
     /// with the durable default). No effect on PostgreSQL.
-    pub async fn fast_engine(&self) -> Engine {
+    pub(crate) async fn fast_engine(&self) -> Engine {
         let before = std::env::var(SQLITE_SYNCHRONOUS_ENV).ok();
         std::env::set_var(SQLITE_SYNCHRONOUS_ENV, "OFF");
         let engine = self.engine().await;
@@ -96,7 +98,7 @@ impl Database {
 
 /// Server defaults, except no background sweeper (it would add noise to the
 /// measured commits; the benches never let a lease expire).
-pub fn options() -> EngineOptions {
+pub(crate) fn options() -> EngineOptions {
     EngineOptions {
         sweep_interval: None,
         ..EngineOptions::default()
@@ -104,13 +106,13 @@ pub fn options() -> EngineOptions {
 }
 
 /// The trigger every `fire_*` bench fires on the three-task workflow.
-pub const TICK: &str = "tick";
+pub(crate) const TICK: &str = "tick";
 
 /// Three tasks: an andEvery task run inline by DevNull (each `tick` creates,
 /// schedules, runs and finishes an instance, then cascades `t_every`), a
 /// one-shot task also waiting on a trigger never fired, and a one-shot task
 /// with `unless`. `tick` touches all three.
-pub fn three_tasks() -> Value {
+pub(crate) fn three_tasks() -> Value {
     json!({
         "t_every": {"after": [], "andEvery": TICK, "run": "triggers.testing.DevNull"},
         "t_waiting": {"after": [TICK, "neverFired"], "run": "triggers.testing.DevNull"},
@@ -123,7 +125,7 @@ pub fn three_tasks() -> Value {
 }
 
 /// The questionnaire workflow of the README and the API tests, run by DevNull.
-pub fn questionnaire() -> Value {
+pub(crate) fn questionnaire() -> Value {
     json!({
         "t_importSubject": {"after": ["firstPageReceived"], "run": "triggers.testing.DevNull"},
         "t_importResponses": {
@@ -145,7 +147,7 @@ pub fn questionnaire() -> Value {
 }
 
 /// One respondent going through the questionnaire.
-pub const QUESTIONNAIRE_FIRES: [&str; 5] = [
+pub(crate) const QUESTIONNAIRE_FIRES: [&str; 5] = [
     "firstPageReceived",
     "pageReceived",
     "pageReceived",
@@ -154,7 +156,7 @@ pub const QUESTIONNAIRE_FIRES: [&str; 5] = [
 ];
 
 /// Small kwargs, like a page of answers.
-pub fn kwargs(n: u64) -> JsonObject {
+pub(crate) fn kwargs(n: u64) -> JsonObject {
     let mut kwargs = JsonObject::new();
     kwargs.insert("page".into(), json!(n));
     kwargs.insert("answers".into(), json!({"q1": "yes", "q2": 3}));
@@ -162,7 +164,7 @@ pub fn kwargs(n: u64) -> JsonObject {
 }
 
 /// Fires `tick` and waits for the inline run and its cascade to commit.
-pub async fn tick(engine: &Engine, session: &str, n: u64) {
+pub(crate) async fn tick(engine: &Engine, session: &str, n: u64) {
     engine
         .fire(session, TICK, kwargs(n), None)
         .await
@@ -172,7 +174,7 @@ pub async fn tick(engine: &Engine, session: &str, n: u64) {
 
 /// A session configured with [`three_tasks`] and ticked until its version is at
 /// least `version`; prints how long that took.
-pub async fn build_history(engine: &Engine, session: &str, version: u64) -> u64 {
+pub(crate) async fn build_history(engine: &Engine, session: &str, version: u64) -> u64 {
     let started = Instant::now();
     engine
         .configure(session, &three_tasks())
@@ -193,7 +195,7 @@ pub async fn build_history(engine: &Engine, session: &str, version: u64) -> u64 
 }
 
 /// Reads a comma-separated list of numbers from `var`, or `default`.
-pub fn sizes_from_env(var: &str, default: &[u64]) -> Vec<u64> {
+pub(crate) fn sizes_from_env(var: &str, default: &[u64]) -> Vec<u64> {
     match std::env::var(var) {
         Ok(list) if !list.trim().is_empty() => list
             .split(',')
@@ -208,7 +210,7 @@ pub fn sizes_from_env(var: &str, default: &[u64]) -> Vec<u64> {
 }
 
 /// A number from `var`, or `default`.
-pub fn number_from_env(var: &str, default: u64) -> u64 {
+pub(crate) fn number_from_env(var: &str, default: u64) -> u64 {
     sizes_from_env(var, &[default])
         .first()
         .copied()
@@ -216,7 +218,7 @@ pub fn number_from_env(var: &str, default: u64) -> u64 {
 }
 
 /// p-th percentile (0..=100) of sorted samples, nearest rank.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -225,7 +227,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Prints p50/p95/p99/max of `samples` under `label`.
-pub fn print_latencies(label: &str, samples: &mut [Duration]) {
+pub(crate) fn print_latencies(label: &str, samples: &mut [Duration]) {
     samples.sort();
     eprintln!(
         "{label}: n={} p50={:.3?} p95={:.3?} p99={:.3?} max={:.3?}",
