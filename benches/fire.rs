@@ -172,7 +172,7 @@ fn fire_many_sessions(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
         let engine = rt.block_on(db.engine());
         let next = Arc::new(AtomicU64::new(0));
         for tasks in CONCURRENCY {
-            let fires = (tasks * common::QUESTIONNAIRE_FIRES.len()) as u64;
+            let fires = (tasks * triggers::cli::JOURNEY.len()) as u64;
             group.throughput(Throughput::Elements(fires));
             group.bench_function(BenchmarkId::new(db.label, tasks), |b| {
                 b.to_async(rt).iter_custom(|iters| {
@@ -204,7 +204,7 @@ async fn respondents(engine: &Engine, next: &AtomicU64, tasks: usize) -> Duratio
         let s = s.clone();
         tokio::spawn(async move {
             engine
-                .configure(&s, &common::questionnaire())
+                .configure(&s, &triggers::cli::questionnaire())
                 .await
                 .expect("configure")
         })
@@ -218,7 +218,7 @@ async fn respondents(engine: &Engine, next: &AtomicU64, tasks: usize) -> Duratio
         .map(|session| {
             let engine = engine.clone();
             tokio::spawn(async move {
-                for (i, trigger) in common::QUESTIONNAIRE_FIRES.iter().enumerate() {
+                for (i, trigger) in triggers::cli::JOURNEY.iter().enumerate() {
                     engine
                         .fire(&session, trigger, common::kwargs(i as u64), None)
                         .await

@@ -124,37 +124,6 @@ pub(crate) fn three_tasks() -> Value {
     })
 }
 
-/// The questionnaire workflow of the README and the API tests, run by DevNull.
-pub(crate) fn questionnaire() -> Value {
-    json!({
-        "t_importSubject": {"after": ["firstPageReceived"], "run": "triggers.testing.DevNull"},
-        "t_importResponses": {
-            "after": ["firstPageReceived"],
-            "andEvery": "pageReceived",
-            "run": "triggers.testing.DevNull"
-        },
-        "t_importBrowserMetadata": {
-            "after": ["firstPageReceived", "questionnaireComplete"],
-            "run": "triggers.testing.DevNull"
-        },
-        "t_scoreResponses": {
-            "after": ["t_importSubject", "questionnaireComplete"],
-            "unless": ["questionnaireAbandoned"],
-            "run": "triggers.testing.DevNull",
-            "withParams": {"scoring": {"model": "Psych 01"}}
-        }
-    })
-}
-
-/// One respondent going through the questionnaire.
-pub(crate) const QUESTIONNAIRE_FIRES: [&str; 5] = [
-    "firstPageReceived",
-    "pageReceived",
-    "pageReceived",
-    "pageReceived",
-    "questionnaireComplete",
-];
-
 /// Small kwargs, like a page of answers.
 pub(crate) fn kwargs(n: u64) -> JsonObject {
     let mut kwargs = JsonObject::new();

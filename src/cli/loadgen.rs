@@ -18,7 +18,7 @@ use super::client::Client;
 use super::{CliError, ServerArgs};
 
 /// One respondent's journey through the questionnaire, fired in this order.
-const JOURNEY: [&str; 5] = [
+pub const JOURNEY: [&str; 5] = [
     "firstPageReceived",
     "pageReceived",
     "pageReceived",
@@ -54,7 +54,7 @@ pub struct LoadgenArgs {
 
 /// The questionnaire workflow (as in the README), every task run inline by DevNull
 /// so that the load measures the engine, not the jobs.
-fn questionnaire() -> Value {
+pub fn questionnaire() -> Value {
     json!({
         "t_importSubject": {"after": ["firstPageReceived"], "run": "triggers.testing.DevNull"},
         "t_importResponses": {

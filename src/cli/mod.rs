@@ -15,7 +15,7 @@ mod remote;
 mod server;
 mod work;
 
-pub use loadgen::LoadgenArgs;
+pub use loadgen::{questionnaire, LoadgenArgs, JOURNEY};
 pub use work::WorkArgs;
 
 use clap::{Args, Parser, Subcommand};
