@@ -92,6 +92,12 @@ pub struct ServeArgs {
     /// still running then are re-run after the next start, when their lease ends).
     #[arg(long, env = "TRIGGERS_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// Lease of an inline job, in seconds, renewed while it runs. When a server
+    /// dies, its inline jobs are re-run (by any server on the database) once
+    /// their lease has ended.
+    #[arg(long, env = "TRIGGERS_INLINE_LEASE", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub inline_lease_seconds: u64,
 }
 
 /// `triggers rebuild`.

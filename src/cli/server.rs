@@ -15,7 +15,11 @@ pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
     let url = &args.database.database_url;
     tracing::info!(database = %redact(url), "opening the database");
-    let engine = Engine::open(url).await?;
+    let options = EngineOptions {
+        inline_lease: Duration::from_secs(args.inline_lease_seconds),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::builder(url.clone()).options(options).open().await?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|source| CliError::Io {

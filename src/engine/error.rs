@@ -28,6 +28,11 @@ pub enum Error {
     /// The stored log does not fold: corruption, or written by a newer version.
     #[error("{0}")]
     Corrupt(String),
+    /// The database is unreachable, restarting or busy: retry. A fire that failed
+    /// this way may have been applied; with the same idempotency key, a retry is
+    /// applied at most once.
+    #[error("the database is unavailable or busy; retry (a fire retried with the same idempotencyKey is applied at most once)")]
+    Unavailable(#[source] StoreError),
     /// The database failed.
     #[error("storage failure: {0}")]
     Store(#[source] StoreError),
@@ -42,6 +47,7 @@ impl Error {
             Error::NotFound(_) => "NOT_FOUND",
             Error::InvalidState(_) => "INVALID_STATE",
             Error::Conflict(_) | Error::Contended(_) => "CONFLICT",
+            Error::Unavailable(_) => "UNAVAILABLE",
             Error::Corrupt(_) | Error::Store(_) => "INTERNAL",
         }
     }
@@ -73,6 +79,7 @@ impl From<StoreError> for Error {
                 "the lease on instance {instance:?} of session {session:?} expired or was claimed by another worker"
             )),
             StoreError::BadUrl(url) => Error::BadInput(StoreError::BadUrl(url).to_string()),
+            other if other.is_transient() => Error::Unavailable(other),
             other => Error::Store(other),
         }
     }

@@ -22,6 +22,8 @@ use crate::engine;
 pub const BAD_INPUT: &str = "BAD_INPUT";
 /// `extensions.code` of a missing or wrong API token.
 pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+/// `extensions.code` of a database that is unreachable, restarting or busy: retry.
+pub const UNAVAILABLE: &str = "UNAVAILABLE";
 /// `extensions.code` of failures that are the server's fault.
 pub const INTERNAL: &str = "INTERNAL";
 /// The message every internal error is answered with.
@@ -39,6 +41,10 @@ pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
 
 /// Translates an engine error, logging internal ones.
 pub fn from_engine(err: &engine::Error) -> async_graphql::Error {
+    if let engine::Error::Unavailable(_) = err {
+        tracing::warn!(error = %err, causes = %cause_chain(err), "database unavailable");
+        return coded(err.code(), err.to_string());
+    }
     if err.is_client_error() {
         return coded(err.code(), err.to_string());
     }

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// This process's writers queued longer than the busy timeout (SQLite).
+    #[error("the database stayed busy for {0:?}")]
+    Busy(std::time::Duration),
     /// The database URL is not one we can open.
     #[error("unsupported database URL {0:?}: expected sqlite://..., sqlite::memory:, postgres://... or postgresql://...")]
     BadUrl(String),
@@ -54,6 +57,40 @@ pub enum StoreError {
     /// Migrations failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Whether the failure is the database being unreachable, restarting or busy:
+    /// the same request may well succeed in a moment. (A commit that failed this
+    /// way may or may not have landed; a retry with the same idempotency key is
+    /// applied at most once.)
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Busy(_) => true,
+            StoreError::Backend(err) => is_transient_sqlx(err),
+            _ => false,
+        }
+    }
+}
+
+/// Connection loss, pool exhaustion, server shutdown, SQLite busy or locked.
+fn is_transient_sqlx(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions (08xxx), too many connections,
+            // administrator shutdown / crash / starting up, deadlock, serialization.
+            code.starts_with("08")
+                || matches!(&*code, "53300" | "57P01" | "57P02" | "57P03" | "40P01" | "40001")
+                // SQLite: BUSY (5) and LOCKED (6), with their extended codes.
+                || code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+        }),
+        _ => false,
+    }
 }
 
 /// Result alias for store operations.
@@ -262,4 +299,36 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a session's projections (sessions row, instance rows, queue rows,
     /// snapshot) in one transaction.
     async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use std::time::Duration;
+
+    use super::StoreError;
+
+    #[test]
+    fn lost_connections_and_busy_databases_are_transient_and_nothing_else_is() {
+        let transient = [
+            StoreError::Busy(Duration::from_millis(500)),
+            StoreError::Backend(sqlx::Error::PoolTimedOut),
+            StoreError::Backend(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+        ];
+        for err in transient {
+            assert!(err.is_transient(), "{err}");
+        }
+        let permanent = [
+            StoreError::Corrupt("bad row".into()),
+            StoreError::Backend(sqlx::Error::RowNotFound),
+            StoreError::Conflict {
+                session: "s".into(),
+                expected: 1,
+            },
+        ];
+        for err in permanent {
+            assert!(!err.is_transient(), "{err}");
+        }
+    }
 }

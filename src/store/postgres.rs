@@ -139,6 +139,10 @@ const CHUNK: usize = 500;
 /// Overrides the pool's maximum number of connections (default 16).
 pub const POOL_SIZE_ENV: &str = "TRIGGERS_PG_POOL_SIZE";
 
+/// How long a request waits for a connection (including reconnecting after the
+/// server went away) before it fails as `UNAVAILABLE`.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connections per process unless [`POOL_SIZE_ENV`] says otherwise.
 const DEFAULT_POOL_SIZE: u32 = 16;
 
@@ -164,6 +168,7 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size_from_env()?)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;

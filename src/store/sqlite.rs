@@ -155,8 +155,12 @@ const IN_CHUNK: usize = 1000;
 /// How timestamps are written: fixed width, so text order is time order.
 const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
-/// How long a writer waits for another's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a writer waits for another's write lock before giving up, unless
+/// [`BUSY_TIMEOUT_ENV`] says otherwise.
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Overrides the busy timeout, in milliseconds.
+pub const BUSY_TIMEOUT_ENV: &str = "TRIGGERS_SQLITE_BUSY_TIMEOUT_MS";
 
 /// Connections per file database (one writer at a time; readers in parallel).
 const POOL_SIZE: u32 = 8;
@@ -175,6 +179,9 @@ pub struct SqliteStore {
     /// many concurrent writers costs more than the writes; a FIFO queue here
     /// does not. Other processes are still arbitrated by the busy timeout.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// How long a writer waits, first for this process's other writers, then
+    /// for SQLite's write lock (another process); then it fails as busy.
+    busy_timeout: Duration,
 }
 
 impl SqliteStore {
@@ -182,7 +189,8 @@ impl SqliteStore {
     /// up to date.
     ///
     /// Accepts `sqlite::memory:`, `sqlite://relative.db`, `sqlite:///abs/path.db`
-    /// and `sqlite:path`. Files use WAL journaling, a 5 s busy timeout and
+    /// and `sqlite:path`. Files use WAL journaling, a 5 s busy timeout (or
+    /// `TRIGGERS_SQLITE_BUSY_TIMEOUT_MS`; a writer that waits longer fails as busy) and
     /// `synchronous = FULL` (every commit is durable), unless the environment
     /// variable `TRIGGERS_SQLITE_SYNCHRONOUS` says `NORMAL` (durable up to the last
     /// checkpoint on power loss, much faster) or `OFF`. An in-memory database lives
@@ -193,10 +201,11 @@ impl SqliteStore {
     /// failed migration.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let synchronous = synchronous_from_env()?;
+        let busy_timeout = busy_timeout_from_env()?;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(BUSY_TIMEOUT)
+            .busy_timeout(busy_timeout)
             .synchronous(synchronous);
         let pool = if is_in_memory(url) {
             SqlitePoolOptions::new()
@@ -216,12 +225,34 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            busy_timeout,
         })
     }
 
     /// The connection pool (for benchmarks and tooling).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Waits for this process's earlier writers, at most the busy timeout.
+    async fn write_turn(&self) -> StoreResult<tokio::sync::MutexGuard<'_, ()>> {
+        tokio::time::timeout(self.busy_timeout, self.writer.lock())
+            .await
+            .map_err(|_| StoreError::Busy(self.busy_timeout))
+    }
+}
+
+/// Reads [`BUSY_TIMEOUT_ENV`].
+fn busy_timeout_from_env() -> StoreResult<Duration> {
+    let Ok(value) = std::env::var(BUSY_TIMEOUT_ENV) else {
+        return Ok(DEFAULT_BUSY_TIMEOUT);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(StoreError::Backend(sqlx::Error::Configuration(
+            format!("{BUSY_TIMEOUT_ENV}={value:?}: expected a positive number of milliseconds")
+                .into(),
+        ))),
     }
 }
 
@@ -277,7 +308,7 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         let instances = NewInstance::all(&commit.instances)?;
 
-        let _writer = self.writer.lock().await;
+        let _writer = self.write_turn().await?;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         if let Some(last) = events.last() {
             let guard = if commit.expected_version == 0 {
@@ -403,7 +434,7 @@ impl Store for SqliteStore {
 
     async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
         let state = to_json(&snapshot.state)?;
-        let _writer = self.writer.lock().await;
+        let _writer = self.write_turn().await?;
         sqlx::query(SAVE_SNAPSHOT)
             .bind(session)
             .bind(to_i64(snapshot.version)?)
@@ -508,7 +539,7 @@ impl Store for SqliteStore {
             .map_err(encode_error)?;
         let state = to_json(&rebuilt.snapshot.state)?;
 
-        let _writer = self.writer.lock().await;
+        let _writer = self.write_turn().await?;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         sqlx::query(PUT_SESSION)
             .bind(session)
