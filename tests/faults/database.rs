@@ -115,6 +115,69 @@ async fn outage(db: TestDb) {
     );
 }
 
+/// Names a command that restarts the PostgreSQL server for real, e.g.
+/// `pg_ctlcluster --skip-systemctl-redirect 15 main restart`. Opt-in: a restart
+/// breaks every other test using the server at the time.
+const RESTART_ENV: &str = "TRIGGERS_TEST_PG_RESTART";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_for_real_under_load_acknowledges_nothing_it_did_not_apply() {
+    let Ok(restart) = std::env::var(RESTART_ENV) else {
+        eprintln!(
+            "SKIPPED: {RESTART_ENV} not set; the real PostgreSQL restart test did not run \
+             (the proxy outage test covers the same ground in CI)"
+        );
+        return;
+    };
+    common::run_postgres(Duration::from_secs(180), module_path!(), |db| {
+        restarted(db, restart)
+    })
+    .await;
+}
+
+async fn restarted(db: TestDb, restart: String) {
+    let dir = db.dir();
+    let server = ServerProcess::start(&db.url, &dir, &[("TRIGGERS_INLINE_LEASE", "1")]).await;
+    let client = Client::new(&server.address);
+    let sessions: Vec<String> = (0..4).map(|i| format!("restart:{i}")).collect();
+    for session in &sessions {
+        client.configure(session, workflow()).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let firing = {
+        let clients = [client.clone()];
+        let sessions = sessions.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { fire_until(&clients, 8, &sessions, None, stop).await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let started = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", &restart])
+        .status()
+        .await
+        .expect("run the restart command");
+    assert!(status.success(), "{restart}: {status}");
+    let restart_took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let fired = firing.await.expect("the clients");
+    assert_eq!(fired.failures.get("LOST"), None, "the server stayed up");
+
+    client.wait_quiet(PATIENCE).await;
+    let found = audit(&client, &sessions, &fired).await;
+    assert_eq!(found.fires, fired.acked.len());
+    server.terminate().await;
+    eprintln!(
+        "FIGURES postgres restart ({restart_took:.1?}): {} fires acknowledged, {} found in the \
+         log; {} duplicates; failed attempts retried: {:?}",
+        fired.acked.len(),
+        found.fires,
+        fired.duplicates,
+        fired.failures,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_busy_waits_the_busy_timeout_then_fails_and_writes_nothing() {
     common::run_sqlite(Duration::from_secs(120), busy).await;
