@@ -153,8 +153,12 @@ pub(crate) async fn within(limit: Duration, test: impl Future<Output = ()>) {
 }
 
 /// Instantiates each named `async fn(TestDb)` once per backend, as
-/// `<name>::sqlite` and `<name>::postgres`, each bounded by `$seconds`.
+/// `<name>::sqlite` and `<name>::postgres`, each bounded by `$seconds` (120 s
+/// unless given).
 macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        on_both_backends!(seconds = 120; $($name),+);
+    };
     (seconds = $seconds:literal; $($name:ident),+ $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

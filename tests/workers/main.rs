@@ -3,7 +3,9 @@
 //! command running real scripts, on a fresh SQLite file and (when
 //! `TRIGGERS_TEST_POSTGRES_URL` is set) a fresh PostgreSQL schema per test.
 
+#[path = "../common/mod.rs"]
 #[macro_use]
+mod common;
 mod support;
 
 mod command;
