@@ -20,7 +20,9 @@
 //! - `recovery`: work left behind by a crashed process, and the cache.
 //! - `hooks`: the `FinalizeSession` recipe.
 
+#[path = "../common/mod.rs"]
 #[macro_use]
+mod common;
 mod support;
 
 mod concurrency;

@@ -228,8 +228,12 @@ fn run_cases(backend: Backend, cases: u32) {
             match backend {
                 Backend::Sqlite => within_time(check(TestDb::sqlite(), tasks, ops)).await,
                 Backend::Postgres => {
-                    let (db, guard) = TestDb::postgres("properties").await.expect("checked above");
-                    guard.run(check(db, tasks, ops)).await;
+                    crate::common::run_postgres(
+                        std::time::Duration::from_secs(120),
+                        "properties",
+                        |db| check(db, tasks, ops),
+                    )
+                    .await;
                 }
             }
         });

@@ -1,80 +1,23 @@
-//! Shared test support: a fresh database per test on each backend, engines built
-//! on it with test-sized options, and waiting for conditions without fixed sleeps.
-//!
-//! Every behavioural test is an `async fn name(db: TestDb)`; [`on_both_backends!`]
-//! turns it into a module `name` with two tests, `name::sqlite` and
-//! `name::postgres`. SQLite gets a fresh file in a temporary directory; PostgreSQL
-//! (only when `TRIGGERS_TEST_POSTGRES_URL` is set) gets a fresh schema, selected
-//! through the connection's `search_path`, and dropped when the test ends.
+//! Support of the engine suite: engines with test-sized options on a test
+//! database (`tests/common`: a fresh one per test on each backend, and
+//! `on_both_backends!`), and waiting for conditions without fixed sleeps.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
 use triggers::domain::{Event, Instance, InstanceStatus, JsonObject, SessionState};
 use triggers::engine::{EngineBuilder, EngineOptions, FireResult};
 use triggers::Engine;
 
-/// Names the PostgreSQL server the postgres variants run on.
-pub(crate) const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
+pub(crate) use crate::common::{skipped, Backend, TestDb, POSTGRES_ENV};
 
 /// The session most tests use (each test has its own database, so one name is enough).
 pub(crate) const S: &str = "questionnaire:1";
 
 /// How long a test waits for a condition before failing (generous: CI machines are slow).
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A database of its own for one test.
-pub(crate) struct TestDb {
-    /// The URL engines open.
-    pub(crate) url: String,
-    /// Which backend it is.
-    pub(crate) backend: Backend,
-    /// The PostgreSQL schema the test runs in.
-    pub(crate) schema: Option<String>,
-    /// The PostgreSQL URL without the `search_path` option (for inspection).
-    pub(crate) admin_url: Option<String>,
-    /// Keeps the SQLite file alive for as long as the test runs.
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// Drops a test's PostgreSQL schema once the test passed.
-pub(crate) struct SchemaGuard {
-    admin_url: String,
-    schema: String,
-}
-
-impl SchemaGuard {
-    /// Runs a test in the schema (within the time limit), drops the schema
-    /// whatever happened, then passes a failure on.
-    pub(crate) async fn run(self, test: impl Future<Output = ()>) {
-        let outcome = AssertUnwindSafe(within_time(test)).catch_unwind().await;
-        self.drop_schema().await;
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    async fn drop_schema(self) {
-        if let Ok(mut conn) = PgConnection::connect(&self.admin_url).await {
-            let _ = conn.execute("SET lock_timeout = '5s'").await;
-            let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-            let _ = conn.execute(sql.as_str()).await;
-            let _ = conn.close().await;
-        }
-    }
-}
 
 /// Options small enough for tests: short leases and a fast sweeper, so that
 /// recovery happens within a couple of seconds.
@@ -84,65 +27,6 @@ pub(crate) fn test_options() -> EngineOptions {
         sweep_interval: Some(Duration::from_millis(200)),
         ..EngineOptions::default()
     }
-}
-
-impl TestDb {
-    /// A fresh SQLite file.
-    pub(crate) fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("triggers.db");
-        TestDb {
-            url: format!("sqlite://{}", path.display()),
-            backend: Backend::Sqlite,
-            schema: None,
-            admin_url: None,
-            _dir: Some(dir),
-        }
-    }
-
-    /// A fresh schema on the PostgreSQL server named by `TRIGGERS_TEST_POSTGRES_URL`,
-    /// or `None` (with a note on stderr) when the variable is not set.
-    pub(crate) async fn postgres(test: &str) -> Option<(TestDb, SchemaGuard)> {
-        let base = match std::env::var(POSTGRES_ENV) {
-            Ok(url) if !url.is_empty() => url,
-            _ => {
-                skipped(test);
-                return None;
-            }
-        };
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}={base}: {e}"));
-        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
-            .await
-            .expect("create the test schema");
-        conn.close().await.ok();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-        let guard = SchemaGuard {
-            admin_url: base.clone(),
-            schema: schema.clone(),
-        };
-        let db = TestDb {
-            url,
-            backend: Backend::Postgres,
-            schema: Some(schema),
-            admin_url: Some(base),
-            _dir: None,
-        };
-        Some((db, guard))
-    }
-}
-
-/// Says on the real stderr (not the captured one, so that it shows in a normal
-/// `cargo test` run) that a PostgreSQL test did not run.
-pub(crate) fn skipped(test: &str) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {POSTGRES_ENV} not set; PostgreSQL test {test} did not run"
-    );
 }
 
 impl TestDb {
@@ -163,33 +47,9 @@ impl TestDb {
     }
 }
 
-/// Instantiates each named `async fn(TestDb)` once per backend, as
-/// `<name>::sqlite` and `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = $crate::support::TestDb::sqlite();
-                $crate::support::within_time(super::$name(db)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some((db, guard)) = $crate::support::TestDb::postgres(module_path!()).await else {
-                    return;
-                };
-                guard.run(super::$name(db)).await;
-            }
-        }
-    )+};
-}
-
 /// Fails a test that hangs instead of letting it block the suite.
 pub(crate) async fn within_time(test: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(90), test)
-        .await
-        .expect("the test did not finish within 90 s");
+    crate::common::within(Duration::from_secs(120), test).await;
 }
 
 /// Waits until no inline run is in flight (bounded by [`PATIENCE`]).
