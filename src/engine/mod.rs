@@ -297,7 +297,18 @@ impl Engine {
                 instances,
                 queue,
             };
-            match self.inner.store.commit(commit).await {
+            let committed = {
+                // Until the commit has landed, the cached state holds events that
+                // may never be committed. If this future is dropped mid-commit (a
+                // client went away), the guard forgets the state.
+                let mut uncommitted = ForgetOnDrop(Some(&mut slot.state));
+                let committed = self.inner.store.commit(commit).await;
+                if committed.is_ok() {
+                    uncommitted.0 = None;
+                }
+                committed
+            };
+            match committed {
                 Ok(()) => {
                     self.maybe_snapshot(session, &mut slot).await;
                     let to_run =
@@ -524,6 +535,17 @@ impl Engine {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// Forgets a cached state when dropped while armed (`Some`): see `execute`.
+struct ForgetOnDrop<'a>(Option<&'a mut Option<Arc<SessionState>>>);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take() {
+            *state = None;
         }
     }
 }

@@ -308,4 +308,57 @@ on_both_backends!(
     shutdown_waits_for_inline_runs_in_flight,
     a_long_inline_run_keeps_its_lease_and_runs_once,
     a_peer_engine_that_was_already_running_picks_up_work_a_crashed_process_left,
+    a_command_dropped_mid_commit_leaves_nothing_in_the_cache,
 );
+
+/// A caller that goes away (an HTTP client disconnecting drops the request's
+/// future) while its fire waits on the database: the cache must not keep the
+/// decided-but-uncommitted events.
+async fn a_command_dropped_mid_commit_leaves_nothing_in_the_cache(db: TestDb) {
+    use sqlx::{Connection, Executor};
+
+    let engine = db.engine().await;
+    configure(
+        &engine,
+        S,
+        json!({"t_a": {"after": ["go"], "run": "app.Unregistered", "using": "worker"}}),
+    )
+    .await;
+    let before = state(&engine, S).await.version();
+
+    // Another connection blocks the engine's commit: SQLite's write lock, or a
+    // row lock on the session's version row.
+    let blocker: Box<dyn std::any::Any> = match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            conn.execute("BEGIN IMMEDIATE").await.unwrap();
+            Box::new(conn)
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            conn.execute("BEGIN").await.unwrap();
+            conn.execute("SELECT * FROM sessions FOR UPDATE")
+                .await
+                .unwrap();
+            Box::new(conn)
+        }
+    };
+    let firing = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.fire(S, "go", obj(json!({})), None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!firing.is_finished(), "the fire waits for the database");
+    firing.abort();
+    assert!(firing.await.unwrap_err().is_cancelled());
+    drop(blocker); // closing the connection rolls its transaction back
+
+    let after = state(&engine, S).await;
+    assert_eq!(after.version(), before, "the fire was never committed");
+    assert!(after.instances().is_empty(), "{:?}", summary(&after));
+    // The next fire decides on the committed state.
+    fire(&engine, S, "go", json!({"n": 2})).await;
+    let events = events(&engine, S).await;
+    assert_gap_free(&events);
+    assert_eq!(fired(&events, "go").len(), 1);
+}
