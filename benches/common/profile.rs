@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use triggers::domain::{Event, InstanceStatus};
 use triggers::store::{
-    Commit, InstanceRow, QueueEntry, Rebuilt, SessionSummary, Store, StoreResult, StoredSnapshot,
+    Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store, StoreResult,
+    StoredSnapshot,
 };
 
 /// The calls counted, in the order printed.
@@ -171,6 +172,11 @@ impl Store for Counting {
 
     async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()> {
         self.timed("other", self.inner.replace_projections(rebuilt))
+            .await
+    }
+
+    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
+        self.timed("lock_session", self.inner.lock_session(session))
             .await
     }
 }

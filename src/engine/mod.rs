@@ -247,8 +247,27 @@ impl Engine {
     ) -> Result<Executed<T>> {
         let slot = self.inner.cache.slot(session);
         let mut slot = slot.lock().await;
+        // After a version conflict, re-decide holding the session's write lock:
+        // a writer that keeps losing races to another process makes progress.
+        let mut under_lock = false;
         for _ in 0..MAX_ATTEMPTS {
             self.ensure_loaded(session, &mut slot).await?;
+            let mut locked = None;
+            if under_lock {
+                let mut lock = self.inner.store.lock_session(session).await?;
+                let state = slot.state.as_mut().expect("loaded above");
+                let newer = lock.events_after(state.version()).await?;
+                if !newer.is_empty() {
+                    let state = Arc::make_mut(state);
+                    for event in &newer {
+                        if let Err(err) = state.apply(event) {
+                            slot.state = None;
+                            return Err(err.into());
+                        }
+                    }
+                }
+                locked = Some(lock);
+            }
             let now = now();
             let state = slot.state.as_mut().expect("loaded above");
             let expected_version = state.version();
@@ -276,7 +295,10 @@ impl Engine {
                     }
                     // The refusal may come from a stale cache (another process
                     // appended since): decide again on the current log if so.
-                    if self.inner.store.version(session).await? != expected_version {
+                    // (Under the lock, the state is the log's.)
+                    if locked.is_none()
+                        && self.inner.store.version(session).await? != expected_version
+                    {
                         self.catch_up(session, &mut slot).await?;
                         continue;
                     }
@@ -302,7 +324,10 @@ impl Engine {
                 // may never be committed. If this future is dropped mid-commit (a
                 // client went away), the guard forgets the state.
                 let mut uncommitted = ForgetOnDrop(Some(&mut slot.state));
-                let committed = self.inner.store.commit(commit).await;
+                let committed = match locked {
+                    Some(locked) => locked.commit(commit).await,
+                    None => self.inner.store.commit(commit).await,
+                };
                 if committed.is_ok() {
                     uncommitted.0 = None;
                 }
@@ -322,9 +347,10 @@ impl Engine {
                     tracing::debug!(
                         session,
                         expected_version,
-                        "version conflict; re-deciding on fresh state"
+                        "version conflict; re-deciding on fresh state under the session's lock"
                     );
                     slot.state = None;
+                    under_lock = true;
                 }
                 Err(err) => {
                     slot.state = None;

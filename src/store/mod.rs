@@ -45,6 +45,14 @@ pub enum StoreError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The group commit this decision was written in failed as a whole (SQLite).
+    #[error("the group commit failed: {message}")]
+    GroupFailed {
+        /// What failed.
+        message: String,
+        /// Whether the failure was transient.
+        transient: bool,
+    },
     /// This process's writers queued longer than the busy timeout (SQLite).
     #[error("the database stayed busy for {0:?}")]
     Busy(std::time::Duration),
@@ -67,6 +75,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Busy(_) => true,
+            StoreError::GroupFailed { transient, .. } => *transient,
             StoreError::Backend(err) => is_transient_sqlx(err),
             _ => false,
         }
@@ -299,6 +308,24 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a session's projections (sessions row, instance rows, queue rows,
     /// snapshot) in one transaction.
     async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()>;
+
+    /// Opens a write transaction holding the session's write lock: until it
+    /// commits or is dropped, other writers of the session wait, or fail their
+    /// version guard. A writer that keeps losing optimistic races (another
+    /// process appending to the same session back to back) re-decides under the
+    /// lock instead, which always makes progress.
+    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>>;
+}
+
+/// A write transaction holding one session's write lock ([`Store::lock_session`]).
+/// Dropping it rolls back.
+#[async_trait]
+pub trait LockedSession: Send {
+    /// The session's events after `after`, as committed before the lock was taken.
+    async fn events_after(&mut self, after: u64) -> StoreResult<Vec<Event>>;
+
+    /// Writes `commit` (its session must be the locked one) and commits.
+    async fn commit(self: Box<Self>, commit: Commit<'_>) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
-    Commit, InstanceRow, QueueEntry, QueueOp, Rebuilt, SessionSummary, Store, StoreError,
-    StoreResult, StoredSnapshot,
+    Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary, Store,
+    StoreError, StoreResult, StoredSnapshot,
 };
 use crate::domain::{Event, EventPayload, InstanceStatus};
 
@@ -42,6 +42,9 @@ const INSERT_EVENTS: &str =
 const SESSION_VERSION: &str = "SELECT version FROM sessions WHERE uid = $1";
 
 /// A NULL limit means none.
+/// `lock_session`: the session's row lock, held until the transaction ends.
+const LOCK_SESSION: &str = "SELECT version FROM sessions WHERE uid = $1 FOR UPDATE";
+
 const EVENTS_AFTER: &str = "SELECT seq, kind, format, data, caused_by, at FROM events \
      WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
@@ -209,65 +212,24 @@ impl Store for PostgresStore {
         if commit.events.is_empty() && commit.instances.is_empty() && commit.queue.is_empty() {
             return Ok(());
         }
-        let session = commit.session;
-        let conflict = || StoreError::Conflict {
-            session: session.to_owned(),
-            expected: commit.expected_version,
-        };
-        // Encode everything before taking any lock.
-        let events = commit
-            .events
-            .iter()
-            .map(NewEvent::new)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let instances = NewInstance::all(&commit.instances)?;
-
         let mut tx = self.pool.begin().await?;
-        if let Some(last) = events.last() {
-            let guard = if commit.expected_version == 0 {
-                sqlx::query(CREATE_SESSION)
-                    .bind(session)
-                    .bind(last.seq)
-                    .bind(last.at)
-                    .execute(&mut *tx)
-                    .await?
-            } else {
-                sqlx::query(ADVANCE_SESSION)
-                    .bind(last.seq)
-                    .bind(last.at)
-                    .bind(session)
-                    .bind(to_i64(commit.expected_version)?)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            if guard.rows_affected() == 0 {
-                return Err(conflict());
-            }
-            for chunk in events.chunks(CHUNK) {
-                let mut insert = QueryBuilder::<Postgres>::new(INSERT_EVENTS);
-                insert.push_values(chunk, |mut row, event| {
-                    row.push_bind(session)
-                        .push_bind(event.seq)
-                        .push_bind(event.kind)
-                        .push_bind(event.format)
-                        .push_bind(&event.data)
-                        .push_bind(event.caused_by)
-                        .push_bind(event.instance)
-                        .push_bind(event.trigger)
-                        .push_bind(event.at);
-                });
-                match insert.build().execute(&mut *tx).await {
-                    Err(err) if is_unique_violation(&err) => return Err(conflict()),
-                    other => other?,
-                };
-            }
-        }
-        upsert_instances(&mut tx, &instances).await?;
-        for op in &commit.queue {
-            apply_queue_op(&mut tx, session, op).await?;
-        }
+        write_decision(&mut tx, &commit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
+        let mut tx = self.pool.begin().await?;
+        // No row yet (version 0): nothing to lock; a racing first commit is
+        // still caught by the guard's unique key.
+        sqlx::query(LOCK_SESSION)
+            .bind(session)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(Box::new(LockedPg {
+            session: session.to_owned(),
+            tx,
+        }))
     }
 
     async fn version(&self, session: &str) -> StoreResult<u64> {
@@ -482,6 +444,96 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Writes one decision inside the caller's transaction: the version guard, the
+/// events, the instance rows and the queue changes. `Conflict` when the session
+/// moved on; `LeaseLost` when a lease op finds the row gone.
+async fn write_decision(conn: &mut PgConnection, decision: &Commit<'_>) -> StoreResult<()> {
+    let session = decision.session;
+    let conflict = || StoreError::Conflict {
+        session: session.to_owned(),
+        expected: decision.expected_version,
+    };
+    let events = decision
+        .events
+        .iter()
+        .map(NewEvent::new)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let instances = NewInstance::all(&decision.instances)?;
+
+    if let Some(last) = events.last() {
+        let guard = if decision.expected_version == 0 {
+            sqlx::query(CREATE_SESSION)
+                .bind(session)
+                .bind(last.seq)
+                .bind(last.at)
+                .execute(&mut *conn)
+                .await?
+        } else {
+            sqlx::query(ADVANCE_SESSION)
+                .bind(last.seq)
+                .bind(last.at)
+                .bind(session)
+                .bind(to_i64(decision.expected_version)?)
+                .execute(&mut *conn)
+                .await?
+        };
+        if guard.rows_affected() == 0 {
+            return Err(conflict());
+        }
+        for chunk in events.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<Postgres>::new(INSERT_EVENTS);
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(session)
+                    .push_bind(event.seq)
+                    .push_bind(event.kind)
+                    .push_bind(event.format)
+                    .push_bind(&event.data)
+                    .push_bind(event.caused_by)
+                    .push_bind(event.instance)
+                    .push_bind(event.trigger)
+                    .push_bind(event.at);
+            });
+            match insert.build().execute(&mut *conn).await {
+                Err(err) if is_unique_violation(&err) => return Err(conflict()),
+                other => other?,
+            };
+        }
+    }
+    upsert_instances(&mut *conn, &instances).await?;
+    for op in &decision.queue {
+        apply_queue_op(&mut *conn, session, op).await?;
+    }
+    Ok(())
+}
+
+/// A transaction holding a session's row lock (`SELECT ... FOR UPDATE`).
+struct LockedPg {
+    session: String,
+    tx: sqlx::Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl LockedSession for LockedPg {
+    async fn events_after(&mut self, after: u64) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(EVENTS_AFTER)
+            .bind(&self.session)
+            .bind(to_i64(after)?)
+            .bind(None::<i64>)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|row| decode_event(&self.session, row))
+            .collect()
+    }
+
+    async fn commit(mut self: Box<Self>, commit: Commit<'_>) -> StoreResult<()> {
+        debug_assert_eq!(commit.session, self.session);
+        write_decision(&mut self.tx, &commit).await?;
+        self.tx.commit().await?;
         Ok(())
     }
 }

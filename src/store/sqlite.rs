@@ -23,10 +23,12 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{
-    Commit, InstanceRow, QueueEntry, QueueOp, Rebuilt, SessionSummary, Store, StoreError,
-    StoreResult, StoredSnapshot,
+    Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary, Store,
+    StoreError, StoreResult, StoredSnapshot,
 };
 use crate::domain::{Event, EventPayload, InstanceStatus};
+
+mod group;
 
 /// Opens every write transaction, taking the write lock at once.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -178,7 +180,8 @@ pub struct SqliteStore {
     /// SQLite makes a blocked writer sleep and poll (busy handler), which under
     /// many concurrent writers costs more than the writes; a FIFO queue here
     /// does not. Other processes are still arbitrated by the busy timeout.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Decisions waiting for it are committed together (see [`group`]).
+    writer: std::sync::Arc<group::Writer>,
     /// How long a writer waits, first for this process's other writers, then
     /// for SQLite's write lock (another process); then it fails as busy.
     busy_timeout: Duration,
@@ -224,7 +227,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool,
-            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            writer: std::sync::Arc::new(group::Writer::new()),
             busy_timeout,
         })
     }
@@ -235,10 +238,8 @@ impl SqliteStore {
     }
 
     /// Waits for this process's earlier writers, at most the busy timeout.
-    async fn write_turn(&self) -> StoreResult<tokio::sync::MutexGuard<'_, ()>> {
-        tokio::time::timeout(self.busy_timeout, self.writer.lock())
-            .await
-            .map_err(|_| StoreError::Busy(self.busy_timeout))
+    async fn write_turn(&self) -> StoreResult<tokio::sync::OwnedMutexGuard<()>> {
+        self.writer.turn(self.busy_timeout).await
     }
 }
 
@@ -295,66 +296,32 @@ impl Store for SqliteStore {
         if commit.events.is_empty() && commit.instances.is_empty() && commit.queue.is_empty() {
             return Ok(());
         }
-        let session = commit.session;
-        let conflict = || StoreError::Conflict {
-            session: session.to_owned(),
-            expected: commit.expected_version,
+        // Encode everything before queueing for the writer.
+        let decision = group::Decision {
+            session: commit.session.to_owned(),
+            expected_version: commit.expected_version,
+            events: commit
+                .events
+                .iter()
+                .map(NewEvent::new)
+                .collect::<StoreResult<Vec<_>>>()?,
+            instances: NewInstance::all(&commit.instances)?,
+            queue: commit.queue,
         };
-        // Encode everything before taking the write lock.
-        let events = commit
-            .events
-            .iter()
-            .map(NewEvent::new)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let instances = NewInstance::all(&commit.instances)?;
+        self.writer
+            .commit(&self.pool, decision, self.busy_timeout)
+            .await
+    }
 
-        let _writer = self.write_turn().await?;
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
-        if let Some(last) = events.last() {
-            let guard = if commit.expected_version == 0 {
-                sqlx::query(CREATE_SESSION)
-                    .bind(session)
-                    .bind(last.seq)
-                    .bind(&last.at)
-                    .execute(&mut *tx)
-                    .await?
-            } else {
-                sqlx::query(ADVANCE_SESSION)
-                    .bind(last.seq)
-                    .bind(&last.at)
-                    .bind(session)
-                    .bind(to_i64(commit.expected_version)?)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            if guard.rows_affected() == 0 {
-                return Err(conflict());
-            }
-            for chunk in events.chunks(CHUNK) {
-                let mut insert = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
-                insert.push_values(chunk, |mut row, event| {
-                    row.push_bind(session)
-                        .push_bind(event.seq)
-                        .push_bind(event.kind)
-                        .push_bind(event.format)
-                        .push_bind(&event.data)
-                        .push_bind(event.caused_by)
-                        .push_bind(event.instance)
-                        .push_bind(event.trigger)
-                        .push_bind(&event.at);
-                });
-                match insert.build().execute(&mut *tx).await {
-                    Err(err) if is_unique_violation(&err) => return Err(conflict()),
-                    other => other?,
-                };
-            }
-        }
-        upsert_instances(&mut tx, &instances).await?;
-        for op in &commit.queue {
-            apply_queue_op(&mut tx, session, op).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
+        // This process's writers first, then the database's write lock.
+        let writer = self.write_turn().await?;
+        let tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        Ok(Box::new(LockedSqlite {
+            session: session.to_owned(),
+            tx,
+            _writer: writer,
+        }))
     }
 
     async fn version(&self, session: &str) -> StoreResult<u64> {
@@ -584,56 +551,155 @@ impl Store for SqliteStore {
     }
 }
 
+/// Writes one decision inside the caller's write transaction: the version guard,
+/// the events, the instance rows and the queue changes. `Conflict` when the
+/// session moved on; `LeaseLost` when a lease op finds the row gone.
+async fn write_decision(
+    conn: &mut SqliteConnection,
+    decision: &group::Decision,
+) -> StoreResult<()> {
+    let session = decision.session.as_str();
+    let conflict = || StoreError::Conflict {
+        session: session.to_owned(),
+        expected: decision.expected_version,
+    };
+    if let Some(last) = decision.events.last() {
+        let guard = if decision.expected_version == 0 {
+            sqlx::query(CREATE_SESSION)
+                .bind(session)
+                .bind(last.seq)
+                .bind(&last.at)
+                .execute(&mut *conn)
+                .await?
+        } else {
+            sqlx::query(ADVANCE_SESSION)
+                .bind(last.seq)
+                .bind(&last.at)
+                .bind(session)
+                .bind(to_i64(decision.expected_version)?)
+                .execute(&mut *conn)
+                .await?
+        };
+        if guard.rows_affected() == 0 {
+            return Err(conflict());
+        }
+        for chunk in decision.events.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(session)
+                    .push_bind(event.seq)
+                    .push_bind(event.kind)
+                    .push_bind(event.format)
+                    .push_bind(&event.data)
+                    .push_bind(event.caused_by)
+                    .push_bind(event.instance.as_deref())
+                    .push_bind(event.trigger.as_deref())
+                    .push_bind(&event.at);
+            });
+            match insert.build().execute(&mut *conn).await {
+                Err(err) if is_unique_violation(&err) => return Err(conflict()),
+                other => other?,
+            };
+        }
+    }
+    upsert_instances(&mut *conn, &decision.instances).await?;
+    for op in &decision.queue {
+        apply_queue_op(&mut *conn, session, op).await?;
+    }
+    Ok(())
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`: the database's write lock) with this
+/// process's writer turn.
+struct LockedSqlite {
+    session: String,
+    tx: sqlx::Transaction<'static, Sqlite>,
+    _writer: tokio::sync::OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl LockedSession for LockedSqlite {
+    async fn events_after(&mut self, after: u64) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(EVENTS_AFTER)
+            .bind(&self.session)
+            .bind(to_i64(after)?)
+            .bind(-1_i64)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|row| decode_event(&self.session, row))
+            .collect()
+    }
+
+    async fn commit(mut self: Box<Self>, commit: Commit<'_>) -> StoreResult<()> {
+        debug_assert_eq!(commit.session, self.session);
+        let decision = group::Decision {
+            session: self.session.clone(),
+            expected_version: commit.expected_version,
+            events: commit
+                .events
+                .iter()
+                .map(NewEvent::new)
+                .collect::<StoreResult<Vec<_>>>()?,
+            instances: NewInstance::all(&commit.instances)?,
+            queue: commit.queue,
+        };
+        write_decision(&mut self.tx, &decision).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// An event, encoded for its row.
-struct NewEvent<'a> {
+struct NewEvent {
     seq: i64,
     kind: &'static str,
     format: i32,
     data: String,
     caused_by: Option<i64>,
-    instance: Option<&'a str>,
-    trigger: Option<&'a str>,
+    instance: Option<String>,
+    trigger: Option<String>,
     at: String,
 }
 
-impl<'a> NewEvent<'a> {
-    fn new(event: &'a Event) -> StoreResult<Self> {
+impl NewEvent {
+    fn new(event: &Event) -> StoreResult<Self> {
         Ok(Self {
             seq: to_i64(event.seq)?,
             kind: event.payload.kind(),
             format: crate::domain::event::PAYLOAD_FORMAT,
             data: to_json(&event.payload.to_data())?,
             caused_by: event.caused_by.map(to_i64).transpose()?,
-            instance: event.payload.instance(),
-            trigger: event.payload.trigger(),
+            instance: event.payload.instance().map(str::to_owned),
+            trigger: event.payload.trigger().map(str::to_owned),
             at: timestamp(event.at),
         })
     }
 }
 
 /// An instance row, encoded.
-struct NewInstance<'a> {
-    session: &'a str,
-    name: &'a str,
-    task: &'a str,
+struct NewInstance {
+    session: String,
+    name: String,
+    task: String,
     status: &'static str,
     created_seq: i64,
     updated_at: String,
     body: String,
 }
 
-impl<'a> NewInstance<'a> {
+impl NewInstance {
     /// Encodes the rows, keeping only the last of each (session, name): one
     /// multi-row upsert may not touch a row twice.
-    fn all(rows: &'a [InstanceRow]) -> StoreResult<Vec<Self>> {
+    fn all(rows: &[InstanceRow]) -> StoreResult<Vec<Self>> {
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows.iter().rev() {
             if seen.insert((row.session.as_str(), row.name.as_str())) {
                 out.push(Self {
-                    session: &row.session,
-                    name: &row.name,
-                    task: &row.task,
+                    session: row.session.clone(),
+                    name: row.name.clone(),
+                    task: row.task.clone(),
                     status: row.status.as_str(),
                     created_seq: to_i64(row.created_seq)?,
                     updated_at: timestamp(row.updated_at),
@@ -658,16 +724,13 @@ fn dedup_queue(entries: &[QueueEntry]) -> Vec<&QueueEntry> {
     out
 }
 
-async fn upsert_instances(
-    conn: &mut SqliteConnection,
-    rows: &[NewInstance<'_>],
-) -> StoreResult<()> {
+async fn upsert_instances(conn: &mut SqliteConnection, rows: &[NewInstance]) -> StoreResult<()> {
     for chunk in rows.chunks(CHUNK) {
         let mut insert = QueryBuilder::<Sqlite>::new(UPSERT_INSTANCES);
         insert.push_values(chunk, |mut row, instance| {
-            row.push_bind(instance.session)
-                .push_bind(instance.name)
-                .push_bind(instance.task)
+            row.push_bind(instance.session.as_str())
+                .push_bind(instance.name.as_str())
+                .push_bind(instance.task.as_str())
                 .push_bind(instance.status)
                 .push_bind(instance.created_seq)
                 .push_bind(&instance.updated_at)

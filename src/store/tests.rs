@@ -65,6 +65,8 @@ conformance!(
     expired_leases_lists_only_leases_that_ran_out,
     snapshots_round_trip_and_never_go_back,
     replacing_projections_keeps_an_existing_lease,
+    concurrent_commits_to_many_sessions_each_get_their_own_answer,
+    a_locked_session_makes_other_writers_wait_then_lose,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -940,6 +942,129 @@ async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Many sessions committing at once (SQLite groups them into shared
+/// transactions): a stale append or a lost lease fails alone, with its own
+/// reason and nothing of it written, and every other commit lands whole.
+async fn concurrent_commits_to_many_sessions_each_get_their_own_answer(store: Arc<dyn Store>) {
+    const SESSIONS: usize = 24;
+    let sessions: Vec<String> = (0..SESSIONS)
+        .map(|i| unique(&format!("group{i}")))
+        .collect();
+    let queue = unique("q");
+    for session in &sessions {
+        append(&*store, session, 0, &[fired(1, "page", json!({}))])
+            .await
+            .unwrap();
+    }
+    let commits = sessions.iter().enumerate().map(|(i, session)| {
+        let store = store.clone();
+        let session = session.clone();
+        let queue = queue.clone();
+        async move {
+            let (expected, ops) = match i % 3 {
+                0 => (1, vec![enqueue("t#0", &queue, at(0))]),
+                // Stale: the session is at version 1.
+                1 => (0, vec![enqueue("t#0", &queue, at(0))]),
+                // A lease on a row that does not exist.
+                _ => (
+                    1,
+                    vec![lease("t#9", &unique("token"), at(100), at(0), None)],
+                ),
+            };
+            let events = [created(2, "t#0", 1), applied(3, "t#0", 1)];
+            let result = store
+                .commit(Commit {
+                    session: &session,
+                    expected_version: expected,
+                    events: &events,
+                    instances: vec![instance_row(
+                        &session,
+                        "t#0",
+                        "t",
+                        InstanceStatus::Scheduled,
+                        2,
+                    )],
+                    queue: ops,
+                })
+                .await;
+            (i, session, result)
+        }
+    });
+    for (i, session, result) in futures::future::join_all(commits).await {
+        let version = store.version(&session).await.unwrap();
+        let rows = store.instances(&[], None, 1000, None).await.unwrap();
+        let has_row = rows.iter().any(|row| row.session == session);
+        match i % 3 {
+            0 => {
+                result.unwrap();
+                assert_eq!(version, 3, "{session}");
+                assert!(has_row);
+                assert_eq!(store.events(&session, 1, None).await.unwrap().len(), 2);
+            }
+            1 => {
+                assert_conflict(result, &session, 0);
+                assert_eq!(version, 1, "{session}");
+                assert!(!has_row);
+            }
+            _ => {
+                assert_lease_lost(result);
+                assert_eq!(version, 1, "{session}");
+                assert!(!has_row);
+            }
+        }
+    }
+    let claimable = store.claimable(&queue, at(1), 100).await.unwrap();
+    assert_eq!(
+        claimable.len(),
+        SESSIONS / 3,
+        "one queue row per landed commit"
+    );
+}
+
+/// `lock_session`: the holder reads what others committed, decides and commits;
+/// a writer of the same session meanwhile waits, then fails its guard.
+async fn a_locked_session_makes_other_writers_wait_then_lose(store: Arc<dyn Store>) {
+    let session = unique("locked");
+    append(&*store, &session, 0, &[fired(1, "page", json!({}))])
+        .await
+        .unwrap();
+
+    let mut locked = store.lock_session(&session).await.unwrap();
+    let rival = {
+        let store = store.clone();
+        let session = session.clone();
+        tokio::spawn(
+            async move { append(&*store, &session, 1, &[fired(2, "rival", json!({}))]).await },
+        )
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!rival.is_finished(), "the rival waits for the lock");
+
+    let seen = locked.events_after(0).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    locked
+        .commit(Commit {
+            session: &session,
+            expected_version: 1,
+            events: &[fired(2, "holder", json!({}))],
+            instances: Vec::new(),
+            queue: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_conflict(rival.await.unwrap(), &session, 1);
+    let events = store.events(&session, 0, None).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].payload.trigger(), Some("holder"));
+
+    // Dropping a lock rolls back and lets others through.
+    let dropped = store.lock_session(&session).await.unwrap();
+    drop(dropped);
+    append(&*store, &session, 2, &[fired(3, "after", json!({}))])
+        .await
+        .unwrap();
 }
 
 async fn an_expired_lease_can_be_taken_over(store: Arc<dyn Store>) {
