@@ -167,6 +167,9 @@ pub const BUSY_TIMEOUT_ENV: &str = "TRIGGERS_SQLITE_BUSY_TIMEOUT_MS";
 /// Connections per file database (one writer at a time; readers in parallel).
 const POOL_SIZE: u32 = 8;
 
+/// Most decisions committed in one transaction (default 64; 1 turns grouping off).
+pub const MAX_GROUP_ENV: &str = "TRIGGERS_SQLITE_MAX_GROUP";
+
 /// Overrides the `synchronous` pragma: `NORMAL`, `FULL` (the default) or `OFF`.
 pub const SYNCHRONOUS_ENV: &str = "TRIGGERS_SQLITE_SYNCHRONOUS";
 
@@ -205,6 +208,7 @@ impl SqliteStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let synchronous = synchronous_from_env()?;
         let busy_timeout = busy_timeout_from_env()?;
+        let max_group = max_group_from_env()?;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -227,7 +231,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool,
-            writer: std::sync::Arc::new(group::Writer::new()),
+            writer: std::sync::Arc::new(group::Writer::new(max_group)),
             busy_timeout,
         })
     }
@@ -240,6 +244,19 @@ impl SqliteStore {
     /// Waits for this process's earlier writers, at most the busy timeout.
     async fn write_turn(&self) -> StoreResult<tokio::sync::OwnedMutexGuard<()>> {
         self.writer.turn(self.busy_timeout).await
+    }
+}
+
+/// Reads [`MAX_GROUP_ENV`].
+fn max_group_from_env() -> StoreResult<usize> {
+    let Ok(value) = std::env::var(MAX_GROUP_ENV) else {
+        return Ok(group::DEFAULT_MAX_GROUP);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(StoreError::Backend(sqlx::Error::Configuration(
+            format!("{MAX_GROUP_ENV}={value:?}: expected a positive number of decisions").into(),
+        ))),
     }
 }
 

@@ -25,8 +25,9 @@ use tokio::sync::{oneshot, OwnedMutexGuard};
 use super::{write_decision, NewEvent, NewInstance, BEGIN_WRITE};
 use crate::store::{QueueOp, StoreError, StoreResult};
 
-/// Most decisions in one transaction (bounds the latency of the first).
-const MAX_GROUP: usize = 64;
+/// Most decisions in one transaction unless configured (bounds the latency of
+/// the first).
+pub(super) const DEFAULT_MAX_GROUP: usize = 64;
 
 /// One session's decision, encoded and owned, waiting for the writer.
 pub(super) struct Decision {
@@ -49,6 +50,7 @@ pub(super) struct Writer {
     lock: Arc<tokio::sync::Mutex<()>>,
     waiting: Mutex<VecDeque<Waiting>>,
     next_id: AtomicU64,
+    max_group: usize,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -61,11 +63,14 @@ impl std::fmt::Debug for Waiting {
 }
 
 impl Writer {
-    pub(super) fn new() -> Writer {
+    /// A writer committing up to `max_group` decisions per transaction (1: each
+    /// alone).
+    pub(super) fn new(max_group: usize) -> Writer {
         Writer {
             lock: Arc::new(tokio::sync::Mutex::new(())),
             waiting: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
+            max_group: max_group.max(1),
         }
     }
 
@@ -131,10 +136,10 @@ impl Writer {
         })
     }
 
-    /// Up to [`MAX_GROUP`] waiting decisions, oldest first.
+    /// Up to `max_group` waiting decisions, oldest first.
     fn take_batch(&self) -> Vec<Waiting> {
         let mut waiting = self.waiting.lock().expect("not poisoned");
-        let n = waiting.len().min(MAX_GROUP);
+        let n = waiting.len().min(self.max_group);
         waiting.drain(..n).collect()
     }
 
