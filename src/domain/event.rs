@@ -1,5 +1,20 @@
 //! Events: the facts of the log (SPEC section 8). Past-tense kinds with pinned
 //! names, a payload format version, and `causedBy` where an event is derived.
+//!
+//! Stored rows are never rewritten: a payload keeps the format it was written
+//! in, and [`EventPayload::from_data`] upcasts it on read, one format at a time,
+//! to the format this build writes ([`PAYLOAD_FORMAT`]).
+//!
+//! # Payload formats
+//! - 1: the first format.
+//! - 2: `InstanceScheduled.runner` is spelled like the `using` directive,
+//!   `"inline"` or `"worker:<queue>"`, instead of format 1's nested
+//!   `{"runner": "inline"}` or `{"runner": "worker", "queue": "<queue>"}`.
+//!
+//! A new format: freeze a fixture of the current one first (see
+//! `tests/engine/upgrade.rs`), then bump [`PAYLOAD_FORMAT`], add the step from
+//! the old format to the end of `UPCASTS` (the compiler checks that there is one
+//! step per format), and add a line to the list above.
 
 use std::collections::BTreeMap;
 
@@ -7,10 +22,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DomainError, InstanceStatus, JsonObject, TaskConfig};
+use super::{DomainError, InstanceStatus, JsonObject, Runner, TaskConfig};
 
-/// The payload format written today. Older formats are upcast on read.
-pub const PAYLOAD_FORMAT: i32 = 1;
+/// The payload format written today. Older formats are upcast on read (see the
+/// module documentation for what each format changed).
+pub const PAYLOAD_FORMAT: i32 = 2;
 
 /// One event of a session's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,8 +107,9 @@ pub enum EventPayload {
     InstanceScheduled {
         /// The instance.
         instance: String,
-        /// `inline`, or the worker queue.
-        runner: super::Runner,
+        /// Who runs it, stored as `"inline"` or `"worker:<queue>"`.
+        #[serde(with = "runner_as_using")]
+        runner: Runner,
         /// A cooldown: not to be run before this time.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         not_before: Option<DateTime<Utc>>,
@@ -251,11 +268,19 @@ impl EventPayload {
         value
     }
 
-    /// Reads a stored payload back, upcasting older formats.
+    /// Reads a stored payload back: `data` as written in payload format
+    /// `format`, upcast to [`PAYLOAD_FORMAT`] first. A format this build does not
+    /// know (newer, or never written), or a payload that does not fit its format,
+    /// is reported as corrupt.
     pub fn from_data(kind: &str, format: i32, data: Value) -> Result<Self, DomainError> {
         if format > PAYLOAD_FORMAT {
             return Err(DomainError::Corrupt(format!(
-                "event format {format} is newer than this build understands ({PAYLOAD_FORMAT})"
+                "{kind} payload has format {format}, newer than this build understands ({PAYLOAD_FORMAT})"
+            )));
+        }
+        if format < 1 {
+            return Err(DomainError::Corrupt(format!(
+                "{kind} payload has format {format}, which was never written (formats start at 1)"
             )));
         }
         let Value::Object(mut map) = data else {
@@ -263,17 +288,119 @@ impl EventPayload {
                 "{kind} payload is not an object"
             )));
         };
+        for (from, upcast) in (format..).zip(&UPCASTS[(format - 1) as usize..]) {
+            upcast(kind, &mut map).map_err(|what| {
+                DomainError::Corrupt(format!("{kind} payload of format {from}: {what}"))
+            })?;
+        }
         map.insert("kind".to_owned(), Value::String(kind.to_owned()));
         serde_json::from_value(Value::Object(map))
             .map_err(|err| DomainError::Corrupt(format!("{kind} payload: {err}")))
     }
 }
 
+/// Rewrites the data of a `kind` event from one payload format to the next, or
+/// says what in it does not fit the older format.
+type Upcast = fn(kind: &str, data: &mut JsonObject) -> Result<(), String>;
+
+/// `UPCASTS[n - 1]` takes a payload from format `n` to `n + 1`.
+const UPCASTS: [Upcast; PAYLOAD_FORMAT as usize - 1] = [format_1_runner_to_using];
+
+/// Format 1 -> 2: `InstanceScheduled.runner` from `{"runner": "inline"}` or
+/// `{"runner": "worker", "queue": "<queue>"}` to `"inline"` or `"worker:<queue>"`.
+fn format_1_runner_to_using(kind: &str, data: &mut JsonObject) -> Result<(), String> {
+    /// How format 1 spelled a runner (serde's adjacently tagged `Runner`, frozen).
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", tag = "runner", content = "queue")]
+    enum RunnerV1 {
+        Inline,
+        Worker(String),
+    }
+
+    if kind != "InstanceScheduled" {
+        return Ok(());
+    }
+    // A missing runner is left for deserialisation to report.
+    let Some(runner) = data.get_mut("runner") else {
+        return Ok(());
+    };
+    if !runner.is_object() {
+        return Err(format!(
+            "runner {runner} is not a format-1 runner object \
+             ({{\"runner\": \"inline\"}} or {{\"runner\": \"worker\", \"queue\": \"<queue>\"}})"
+        ));
+    }
+    let old = RunnerV1::deserialize(&*runner)
+        .map_err(|err| format!("runner {runner} is not a format-1 runner: {err}"))?;
+    let new = match old {
+        RunnerV1::Inline => Runner::Inline,
+        RunnerV1::Worker(queue) if queue.is_empty() => {
+            return Err(format!("runner {runner} names an empty worker queue"));
+        }
+        RunnerV1::Worker(queue) => Runner::Worker(queue),
+    };
+    *runner = Value::String(runner_as_using::spell(&new));
+    Ok(())
+}
+
+/// `InstanceScheduled.runner` as stored since format 2: the `using` spelling.
+/// Spelled out here rather than borrowed from `Runner`'s `Display`, so that how
+/// runners print can never change what the log holds.
+mod runner_as_using {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
+
+    use super::Runner;
+
+    /// `"inline"` or `"worker:<queue>"`.
+    pub(super) fn spell(runner: &Runner) -> String {
+        match runner {
+            Runner::Inline => "inline".to_owned(),
+            Runner::Worker(queue) => format!("worker:{queue}"),
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        runner: &Runner,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&spell(runner))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Runner, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        value.as_str().and_then(Runner::parse_using).ok_or_else(|| {
+            D::Error::custom(format!(
+                "runner {value} is not \"inline\" or \"worker:<queue>\""
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
     use serde_json::json;
 
     use super::*;
+
+    fn scheduled(runner: Runner, not_before: Option<DateTime<Utc>>) -> EventPayload {
+        EventPayload::InstanceScheduled {
+            instance: "t#1".into(),
+            runner,
+            not_before,
+        }
+    }
+
+    fn corrupt_message(result: Result<EventPayload, DomainError>) -> String {
+        match result {
+            Err(DomainError::Corrupt(message)) => message,
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
 
     #[test]
     fn a_fired_trigger_keeps_its_kwargs_under_kwargs() {
@@ -285,7 +412,7 @@ mod tests {
         let data = payload.to_data();
         assert_eq!(data, json!({"trigger": "page", "kwargs": {"n": 1}}));
         assert_eq!(
-            EventPayload::from_data("TriggerFired", 1, data).unwrap(),
+            EventPayload::from_data("TriggerFired", PAYLOAD_FORMAT, data).unwrap(),
             payload
         );
         assert_eq!(payload.kind(), "TriggerFired");
@@ -293,10 +420,125 @@ mod tests {
     }
 
     #[test]
-    fn unknown_kinds_and_newer_formats_are_reported_as_corrupt() {
+    fn a_scheduled_instance_stores_its_runner_as_the_using_directive_spells_it() {
+        let cases = [
+            (Runner::Inline, json!("inline")),
+            (Runner::Worker("default".into()), json!("worker:default")),
+            (
+                Runner::Worker("gpu:large".into()),
+                json!("worker:gpu:large"),
+            ),
+        ];
+        for (runner, stored) in cases {
+            let payload = scheduled(runner, None);
+            let data = payload.to_data();
+            assert_eq!(data, json!({"instance": "t#1", "runner": stored}));
+            assert_eq!(
+                EventPayload::from_data("InstanceScheduled", 2, data).unwrap(),
+                payload
+            );
+        }
+    }
+
+    #[test]
+    fn format_1_runner_objects_are_upcast_to_the_using_spelling() {
+        let not_before = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let cases = [
+            (json!({"runner": "inline"}), Runner::Inline, "inline", None),
+            (
+                json!({"runner": "worker", "queue": "default"}),
+                Runner::Worker("default".into()),
+                "worker:default",
+                None,
+            ),
+            (
+                json!({"runner": "worker", "queue": "q"}),
+                Runner::Worker("q".into()),
+                "worker:q",
+                Some(not_before),
+            ),
+        ];
+        for (old_runner, runner, spelled, not_before) in cases {
+            let mut data = json!({"instance": "t#1", "runner": old_runner});
+            if let Some(at) = not_before {
+                data["notBefore"] = serde_json::to_value(at).unwrap();
+            }
+            let payload = EventPayload::from_data("InstanceScheduled", 1, data.clone()).unwrap();
+            assert_eq!(payload, scheduled(runner, not_before));
+            // Read back, it is what this build writes: only the runner changed.
+            data["runner"] = json!(spelled);
+            assert_eq!(payload.to_data(), data);
+        }
+    }
+
+    #[test]
+    fn format_1_events_of_other_kinds_load_unchanged() {
+        let data = json!({
+            "instance": "t#0",
+            "actualKwargs": {"a": {"runner": "inline"}},
+            "attempt": 1,
+            "worker": "w"
+        });
+        let payload = EventPayload::from_data("InstanceStarted", 1, data.clone()).unwrap();
+        assert_eq!(payload.to_data(), data);
+    }
+
+    #[test]
+    fn a_malformed_format_1_runner_is_reported_as_corrupt_naming_the_format() {
+        let runners = [
+            json!("inline"),
+            json!({"runner": "celery"}),
+            json!({"runner": "worker"}),
+            json!({"runner": "worker", "queue": 5}),
+            json!({"runner": "worker", "queue": ""}),
+            json!(null),
+        ];
+        for runner in runners {
+            let data = json!({"instance": "t#1", "runner": runner});
+            let message = corrupt_message(EventPayload::from_data("InstanceScheduled", 1, data));
+            assert!(
+                message.contains("InstanceScheduled payload of format 1: runner"),
+                "{runner}: {message}"
+            );
+        }
+        let missing = json!({"instance": "t#1"});
+        let message = corrupt_message(EventPayload::from_data("InstanceScheduled", 1, missing));
+        assert!(message.contains("missing field `runner`"), "{message}");
+    }
+
+    #[test]
+    fn a_format_2_runner_that_is_not_a_using_spelling_is_reported_as_corrupt() {
+        for runner in [
+            json!({"runner": "inline"}),
+            json!("celery"),
+            json!("worker:"),
+        ] {
+            let data = json!({"instance": "t#1", "runner": runner});
+            let message = corrupt_message(EventPayload::from_data("InstanceScheduled", 2, data));
+            assert!(
+                message.contains("InstanceScheduled payload: runner")
+                    && message.contains(r#"is not "inline" or "worker:<queue>""#),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_and_unknown_or_newer_formats_are_reported_as_corrupt() {
         assert!(EventPayload::from_data("Nope", 1, json!({})).is_err());
-        assert!(
-            EventPayload::from_data("InstanceAbandoned", 99, json!({"instance": "t#0"})).is_err()
-        );
+        let newer = corrupt_message(EventPayload::from_data(
+            "InstanceAbandoned",
+            PAYLOAD_FORMAT + 1,
+            json!({"instance": "t#0"}),
+        ));
+        assert!(newer.contains("newer than this build"), "{newer}");
+        for format in [0, -1] {
+            let never = corrupt_message(EventPayload::from_data(
+                "InstanceAbandoned",
+                format,
+                json!({"instance": "t#0"}),
+            ));
+            assert!(never.contains("never written"), "{never}");
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! - `properties`: random configurations and fire sequences against the log.
 //! - `recovery`: work left behind by a crashed process, and the cache.
 //! - `hooks`: the `FinalizeSession` recipe.
+//! - `upgrade`: logs written by older payload formats (fixtures) still load.
 
 #[path = "../common/mod.rs"]
 #[macro_use]
@@ -31,3 +32,4 @@ mod hooks;
 mod properties;
 mod recovery;
 mod scenarios;
+mod upgrade;
