@@ -2,7 +2,9 @@
 //! real server on a random port, over a fresh SQLite file and (when
 //! `TRIGGERS_TEST_POSTGRES_URL` is set) a fresh PostgreSQL schema per test.
 
+#[path = "../common/mod.rs"]
 #[macro_use]
+mod common;
 mod support;
 
 mod audit;

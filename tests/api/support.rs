@@ -1,20 +1,12 @@
-//! Shared support: a fresh database per test on each backend, the real server on
-//! a random port over it, GraphQL over HTTP, and waiting for conditions without
+//! Support of the API suite: the real server on a random port over a test
+//! database (`tests/common`: a fresh one per test on each backend, and
+//! `on_both_backends!`), GraphQL over HTTP, and waiting for conditions without
 //! fixed sleeps.
-//!
-//! Every backend test is an `async fn name(db: TestDb)`; [`on_both_backends!`]
-//! turns it into a module `name` with two tests, `name::sqlite` and
-//! `name::postgres`. SQLite gets a fresh file in a temporary directory;
-//! PostgreSQL (only when `TRIGGERS_TEST_POSTGRES_URL` is set) gets a fresh
-//! schema, selected through the connection's `search_path`, dropped afterwards.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -22,8 +14,7 @@ use triggers::engine::EngineOptions;
 use triggers::http::ServerConfig;
 use triggers::Engine;
 
-/// Names the PostgreSQL server the postgres variants run on.
-pub(crate) const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
+pub(crate) use crate::common::{Backend, TestDb};
 
 /// The session most tests use (each test has its own database).
 pub(crate) const S: &str = "questionnaire:1";
@@ -36,127 +27,13 @@ pub(crate) const FAILING: &str = "triggers.testing.Failing";
 /// How long a test waits for a condition before failing.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A database of its own for one test.
-pub(crate) struct TestDb {
-    /// The URL servers open.
-    pub(crate) url: String,
-    /// Which backend it is.
-    pub(crate) backend: Backend,
-    /// Keeps the SQLite file alive for as long as the test runs.
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    /// A fresh SQLite file.
-    pub(crate) fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("triggers.db");
-        TestDb {
-            url: format!("sqlite://{}", path.display()),
-            backend: Backend::Sqlite,
-            _dir: Some(dir),
-        }
-    }
-
-    /// A fresh schema on the server named by `TRIGGERS_TEST_POSTGRES_URL` (and its
-    /// name, to drop it), or `None` (with a note on stderr) when it is not set.
-    pub(crate) async fn postgres(test: &str) -> Option<(TestDb, String, String)> {
-        let base = match std::env::var(POSTGRES_ENV) {
-            Ok(url) if !url.is_empty() => url,
-            _ => {
-                skipped(test);
-                return None;
-            }
-        };
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}={base}: {e}"));
-        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
-            .await
-            .expect("create the test schema");
-        conn.close().await.ok();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-        let db = TestDb {
-            url,
-            backend: Backend::Postgres,
-            _dir: None,
-        };
-        Some((db, base, schema))
-    }
-}
-
-/// Says on the real stderr that a PostgreSQL test did not run.
-pub(crate) fn skipped(test: &str) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {POSTGRES_ENV} not set; PostgreSQL test {test} did not run"
-    );
-}
-
-/// Runs a test on a fresh SQLite file.
-pub(crate) async fn run_sqlite<F, Fut>(test: F)
-where
-    F: FnOnce(TestDb) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    within_time(test(TestDb::sqlite())).await;
-}
-
 /// Runs a test in a fresh PostgreSQL schema (dropped afterwards, whatever happened).
 pub(crate) async fn run_postgres<F, Fut>(name: &str, test: F)
 where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some((db, base, schema)) = TestDb::postgres(name).await else {
-        return;
-    };
-    let outcome = AssertUnwindSafe(within_time(test(db))).catch_unwind().await;
-    if let Ok(mut conn) = PgConnection::connect(&base).await {
-        let _ = conn.execute("SET lock_timeout = '5s'").await;
-        let _ = conn
-            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
-            .await;
-        let _ = conn.close().await;
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// Instantiates each named `async fn(TestDb)` once per backend, as
-/// `<name>::sqlite` and `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $crate::support::run_sqlite(super::$name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $crate::support::run_postgres(module_path!(), super::$name).await;
-            }
-        }
-    )+};
-}
-
-/// Fails a test that hangs instead of letting it block the suite.
-pub(crate) async fn within_time(test: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(120), test)
-        .await
-        .expect("the test did not finish within 120 s");
+    crate::common::run_postgres(Duration::from_secs(120), name, test).await;
 }
 
 /// Engine options for tests: short leases and a fast sweeper.
