@@ -255,17 +255,9 @@ impl Engine {
             let mut locked = None;
             if under_lock {
                 let mut lock = self.inner.store.lock_session(session).await?;
-                let state = slot.state.as_mut().expect("loaded above");
-                let newer = lock.events_after(state.version()).await?;
-                if !newer.is_empty() {
-                    let state = Arc::make_mut(state);
-                    for event in &newer {
-                        if let Err(err) = state.apply(event) {
-                            slot.state = None;
-                            return Err(err.into());
-                        }
-                    }
-                }
+                let known = slot.state.as_ref().expect("loaded above").version();
+                let newer = lock.events_after(known).await?;
+                apply_newer(&mut slot, &newer)?;
                 locked = Some(lock);
             }
             let now = now();
@@ -391,22 +383,9 @@ impl Engine {
     /// Brings a cached state up to the log (another process may have appended).
     async fn catch_up(&self, session: &str, slot: &mut Slot) -> Result<()> {
         self.ensure_loaded(session, slot).await?;
-        let state = slot.state.as_mut().expect("loaded above");
-        let newer = self
-            .inner
-            .store
-            .events(session, state.version(), None)
-            .await?;
-        if !newer.is_empty() {
-            let state = Arc::make_mut(state);
-            for event in &newer {
-                if let Err(err) = state.apply(event) {
-                    slot.state = None;
-                    return Err(err.into());
-                }
-            }
-        }
-        Ok(())
+        let known = slot.state.as_ref().expect("loaded above").version();
+        let newer = self.inner.store.events(session, known, None).await?;
+        apply_newer(slot, &newer)
     }
 
     /// The instance rows the events touched, and the queue changes they imply:
@@ -563,6 +542,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// Folds events others committed into the slot's (loaded) state; a log that does
+/// not fold leaves the slot empty.
+fn apply_newer(slot: &mut Slot, newer: &[Event]) -> Result<()> {
+    if newer.is_empty() {
+        return Ok(());
+    }
+    let state = Arc::make_mut(slot.state.as_mut().expect("loaded"));
+    for event in newer {
+        if let Err(err) = state.apply(event) {
+            slot.state = None;
+            return Err(err.into());
+        }
+    }
+    Ok(())
 }
 
 /// Forgets a cached state when dropped while armed (`Some`): see `execute`.

@@ -314,17 +314,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         // Encode everything before queueing for the writer.
-        let decision = group::Decision {
-            session: commit.session.to_owned(),
-            expected_version: commit.expected_version,
-            events: commit
-                .events
-                .iter()
-                .map(NewEvent::new)
-                .collect::<StoreResult<Vec<_>>>()?,
-            instances: NewInstance::all(&commit.instances)?,
-            queue: commit.queue,
-        };
+        let decision = encode(commit)?;
         self.writer
             .commit(&self.pool, decision, self.busy_timeout)
             .await
@@ -568,6 +558,21 @@ impl Store for SqliteStore {
     }
 }
 
+/// A commit, encoded and owned.
+fn encode(commit: Commit<'_>) -> StoreResult<group::Decision> {
+    Ok(group::Decision {
+        session: commit.session.to_owned(),
+        expected_version: commit.expected_version,
+        events: commit
+            .events
+            .iter()
+            .map(NewEvent::new)
+            .collect::<StoreResult<Vec<_>>>()?,
+        instances: NewInstance::all(&commit.instances)?,
+        queue: commit.queue,
+    })
+}
+
 /// Writes one decision inside the caller's write transaction: the version guard,
 /// the events, the instance rows and the queue changes. `Conflict` when the
 /// session moved on; `LeaseLost` when a lease op finds the row gone.
@@ -650,17 +655,7 @@ impl LockedSession for LockedSqlite {
 
     async fn commit(mut self: Box<Self>, commit: Commit<'_>) -> StoreResult<()> {
         debug_assert_eq!(commit.session, self.session);
-        let decision = group::Decision {
-            session: self.session.clone(),
-            expected_version: commit.expected_version,
-            events: commit
-                .events
-                .iter()
-                .map(NewEvent::new)
-                .collect::<StoreResult<Vec<_>>>()?,
-            instances: NewInstance::all(&commit.instances)?,
-            queue: commit.queue,
-        };
+        let decision = encode(commit)?;
         write_decision(&mut self.tx, &decision).await?;
         self.tx.commit().await?;
         Ok(())

@@ -1,13 +1,11 @@
 //! `kill -9` under load: the server dies at random moments while clients fire,
 //! is restarted, and the clients retry every unacknowledged fire with its key.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::TestDb;
 use crate::harness::{
-    audit, fire_until, rebuild, states, workflow, Client, Rng, ServerProcess, PATIENCE,
+    audit, configured_sessions, rebuild, states, Client, Firing, Rng, ServerProcess, PATIENCE,
 };
 
 on_both_backends!(seconds = 240;
@@ -27,18 +25,8 @@ async fn killed_servers_lose_no_acknowledged_fire_and_apply_none_twice(db: TestD
     let dir = db.dir();
     let mut server = ServerProcess::start(&db.url, &dir, SERVER_ENV).await;
     let client = Client::new(&server.address);
-    let sessions: Vec<String> = (0..SESSIONS).map(|i| format!("crash:{i}")).collect();
-    for session in &sessions {
-        client.configure(session, workflow()).await;
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let firing = {
-        let clients = [client.clone()];
-        let sessions = sessions.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { fire_until(&clients, CLIENTS, &sessions, None, stop).await })
-    };
+    let sessions = configured_sessions(&client, "crash", SESSIONS).await;
+    let firing = Firing::start(&client, CLIENTS, &sessions);
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.between(200, 900))).await;
         server.kill().await;
@@ -47,8 +35,7 @@ async fn killed_servers_lose_no_acknowledged_fire_and_apply_none_twice(db: TestD
         client.retarget(&server.address);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let fired = firing.await.expect("the clients");
+    let fired = firing.stop().await;
 
     // Jobs the killed servers were running are re-run once their leases end.
     client.wait_quiet(PATIENCE).await;

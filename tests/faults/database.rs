@@ -5,7 +5,7 @@
 //! process: a writer waits up to the busy timeout, then fails as `UNAVAILABLE`
 //! with nothing written.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::common::{self, TestDb};
-use crate::harness::{audit, fire_until, workflow, Answer, Client, ServerProcess, PATIENCE};
+use crate::harness::{
+    audit, configured_sessions, workflow, Answer, Client, Firing, ServerProcess, PATIENCE,
+};
 
 const FIRE: &str = "mutation($s: String!, $key: String) { \
     fire(session: $s, trigger: \"page\", kwargs: {}, idempotencyKey: $key) { duplicate } }";
@@ -45,18 +47,9 @@ async fn outage(db: TestDb) {
     )
     .await;
     let client = Client::new(&server.address);
-    let sessions: Vec<String> = (0..4).map(|i| format!("outage:{i}")).collect();
-    for session in &sessions {
-        client.configure(session, workflow()).await;
-    }
+    let sessions = configured_sessions(&client, "outage", 4).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let firing = {
-        let clients = [client.clone()];
-        let sessions = sessions.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { fire_until(&clients, 8, &sessions, None, stop).await })
-    };
+    let firing = Firing::start(&client, 8, &sessions);
     // Down longer than the server's 5 s connection timeout: requests fail.
     tokio::time::sleep(Duration::from_millis(800)).await;
     proxy.set_up(false);
@@ -71,8 +64,7 @@ async fn outage(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.set_up(true);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let fired = firing.await.expect("the clients");
+    let fired = firing.stop().await;
 
     match during {
         Answer::Refused { code, message } => {
@@ -139,17 +131,8 @@ async fn restarted(db: TestDb, restart: String) {
     let dir = db.dir();
     let server = ServerProcess::start(&db.url, &dir, &[("TRIGGERS_INLINE_LEASE", "1")]).await;
     let client = Client::new(&server.address);
-    let sessions: Vec<String> = (0..4).map(|i| format!("restart:{i}")).collect();
-    for session in &sessions {
-        client.configure(session, workflow()).await;
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let firing = {
-        let clients = [client.clone()];
-        let sessions = sessions.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { fire_until(&clients, 8, &sessions, None, stop).await })
-    };
+    let sessions = configured_sessions(&client, "restart", 4).await;
+    let firing = Firing::start(&client, 8, &sessions);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let started = Instant::now();
     let status = tokio::process::Command::new("sh")
@@ -160,8 +143,7 @@ async fn restarted(db: TestDb, restart: String) {
     assert!(status.success(), "{restart}: {status}");
     let restart_took = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let fired = firing.await.expect("the clients");
+    let fired = firing.stop().await;
     assert_eq!(fired.failures.get("LOST"), None, "the server stayed up");
 
     client.wait_quiet(PATIENCE).await;
@@ -251,7 +233,7 @@ async fn busy(db: TestDb) {
 struct Proxy {
     port: u16,
     up: watch::Sender<bool>,
-    cut: Arc<std::sync::atomic::AtomicUsize>,
+    cut: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -261,7 +243,7 @@ impl Proxy {
             .expect("bind the proxy");
         let port = listener.local_addr().unwrap().port();
         let (up, _) = watch::channel(true);
-        let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cut = Arc::new(AtomicUsize::new(0));
         tokio::spawn(serve(listener, port, upstream, up.subscribe(), cut.clone()));
         Proxy { port, up, cut }
     }
@@ -281,7 +263,7 @@ async fn serve(
     port: u16,
     upstream: String,
     mut up: watch::Receiver<bool>,
-    cut: Arc<std::sync::atomic::AtomicUsize>,
+    cut: Arc<AtomicUsize>,
 ) {
     loop {
         tokio::select! {
@@ -323,7 +305,7 @@ async fn pipe(
     mut inbound: TcpStream,
     upstream: String,
     mut up: watch::Receiver<bool>,
-    cut: Arc<std::sync::atomic::AtomicUsize>,
+    cut: Arc<AtomicUsize>,
 ) {
     let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
         return;

@@ -381,6 +381,40 @@ pub(crate) async fn fire_until(
     all
 }
 
+/// `n` sessions named `<prefix>:<i>`, each configured with [`workflow`].
+pub(crate) async fn configured_sessions(client: &Client, prefix: &str, n: usize) -> Vec<String> {
+    let sessions: Vec<String> = (0..n).map(|i| format!("{prefix}:{i}")).collect();
+    for session in &sessions {
+        client.configure(session, workflow()).await;
+    }
+    sessions
+}
+
+/// Clients firing in the background (see [`fire_until`]) until stopped.
+pub(crate) struct Firing {
+    stop: Arc<AtomicBool>,
+    clients: tokio::task::JoinHandle<Fired>,
+}
+
+impl Firing {
+    /// `clients` clients firing into `sessions` through `client`.
+    pub(crate) fn start(client: &Client, clients: usize, sessions: &[String]) -> Firing {
+        let stop = Arc::new(AtomicBool::new(false));
+        let through = [client.clone()];
+        let sessions = sessions.to_vec();
+        let flag = stop.clone();
+        let clients =
+            tokio::spawn(async move { fire_until(&through, clients, &sessions, None, flag).await });
+        Firing { stop, clients }
+    }
+
+    /// Stops new fires; waits until every fire made is acknowledged.
+    pub(crate) async fn stop(self) -> Fired {
+        self.stop.store(true, Ordering::Relaxed);
+        self.clients.await.expect("the firing clients")
+    }
+}
+
 /// What the audit of the sessions' logs found.
 #[derive(Debug, Default)]
 pub(crate) struct Audit {
