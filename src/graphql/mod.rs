@@ -5,12 +5,15 @@
 //!   `SessionSummary`, `TaskClaim` and the `InstanceStatus` enum.
 //! - [`query`], [`mutation`], [`subscription`]: the three roots.
 //! - [`error`]: engine errors -> `extensions.code`; internal errors logged.
+//! - `limits` (private): bracket nesting and fragment-expanded size of a
+//!   document, checked before async-graphql parses and validates it.
 //! - `workers` (private): the worker protocol calls, in one place.
 //!
 //! [`schema`] builds the executable schema with its limits; [`sdl`] is what
 //! `schema.graphql` at the repo root must contain.
 
 pub mod error;
+mod limits;
 pub mod mutation;
 pub mod query;
 pub mod scalars;
@@ -37,8 +40,13 @@ pub type TriggersSchema = Schema<Query, Mutation, Subscription>;
 pub struct Config {
     /// Deepest selection accepted (GraphiQL's introspection query needs 13).
     pub max_depth: usize,
-    /// Most fields one request may select (async-graphql's complexity).
+    /// Most fields one request may select (async-graphql's complexity; also
+    /// checked, fragments expanded, before validation).
     pub max_complexity: usize,
+    /// Deepest nesting of brackets (`{`, `[`, `(`) in a query document,
+    /// checked before parsing: the parser recurses per level, and a deep
+    /// enough document would overflow its stack.
+    pub max_nesting: usize,
     /// Page size of listings and timelines when `first` is not given.
     pub default_page_size: u32,
     /// Largest `first` accepted; larger is `BAD_INPUT` rather than silently cut.
@@ -55,6 +63,7 @@ impl Default for Config {
         Self {
             max_depth: 16,
             max_complexity: 5_000,
+            max_nesting: 128,
             default_page_size: 100,
             max_page_size: 1_000,
             max_json_bytes: 256 * 1024,
@@ -70,6 +79,10 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
 /// The schema served for `engine`, with `config`'s limits.
 pub fn schema(engine: Engine, config: Config) -> TriggersSchema {
     builder()
+        .extension(limits::DocumentLimits {
+            max_nesting: config.max_nesting,
+            max_fields: config.max_complexity,
+        })
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .data(engine)
