@@ -53,6 +53,11 @@ pub struct Config {
     pub max_page_size: u32,
     /// Largest JSON argument (kwargs, tasks, result, metadata), serialised.
     pub max_json_bytes: usize,
+    /// Deepest JSON argument (`{}` is 1 level). The log stores arguments
+    /// wrapped a few levels deeper (events, instances, results passed on by
+    /// cascades), and must read back everything it stores: serde_json reads at
+    /// most 128 levels.
+    pub max_json_depth: usize,
     /// How often a subscription re-reads the log even without a local commit, so
     /// that events appended by another server process on the same database show up.
     pub subscription_poll: Duration,
@@ -67,6 +72,7 @@ impl Default for Config {
             default_page_size: 100,
             max_page_size: 1_000,
             max_json_bytes: 256 * 1024,
+            max_json_depth: 64,
             subscription_poll: Duration::from_secs(1),
         }
     }
@@ -121,7 +127,8 @@ pub(crate) fn page_size(ctx: &Context<'_>, first: Option<i32>) -> async_graphql:
     }
 }
 
-/// Refuses a JSON argument larger than [`Config::max_json_bytes`] serialised.
+/// Refuses a JSON argument larger than [`Config::max_json_bytes`] serialised,
+/// or nested deeper than [`Config::max_json_depth`].
 pub(crate) fn check_json_size(
     ctx: &Context<'_>,
     what: &str,
@@ -140,7 +147,25 @@ pub(crate) fn check_json_size(
             counter.0
         )));
     }
+    let limit = config(ctx).max_json_depth;
+    let depth = json_depth(value);
+    if depth > limit {
+        return Err(bad_input(format!(
+            "{what} is nested {depth} levels deep; the limit is {limit} levels"
+        )));
+    }
     Ok(())
+}
+
+/// Levels of objects and lists in `value` (a scalar is 0, `{}` is 1). Arguments
+/// arrive at most about 130 levels deep (the request body's JSON reader and the
+/// document's bracket limit see to that), so recursion is safe here.
+fn json_depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Counts serialised bytes without keeping them.
