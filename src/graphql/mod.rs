@@ -127,6 +127,18 @@ pub(crate) fn page_size(ctx: &Context<'_>, first: Option<i32>) -> async_graphql:
     }
 }
 
+/// Refuses a string argument holding a NUL character. No stored name holds one
+/// (names refuse it), and PostgreSQL cannot compare text with it, so a lookup
+/// by it would fail inside the database instead of finding nothing.
+pub(crate) fn check_text(what: &str, value: Option<&str>) -> async_graphql::Result<()> {
+    match value {
+        Some(value) if value.contains('\0') => Err(bad_input(format!(
+            "{what} must not contain NUL characters, got {value:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a JSON argument larger than [`Config::max_json_bytes`] serialised,
 /// or nested deeper than [`Config::max_json_depth`].
 pub(crate) fn check_json_size(
