@@ -276,6 +276,9 @@ pub fn json_type(value: &Value) -> &'static str {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use serde_json::json;
 
