@@ -8,6 +8,7 @@ mod support;
 mod audit;
 mod cli;
 mod errors;
+mod fuzz;
 mod limits;
 mod listings;
 mod mutations;
