@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod errors;
 mod fuzz;
+mod hostile;
 mod limits;
 mod listings;
 mod mutations;
