@@ -263,7 +263,7 @@ impl std::fmt::Display for Tally {
     }
 }
 
-fn backend_name(db: &TestDb) -> &'static str {
+pub(crate) fn backend_name(db: &TestDb) -> &'static str {
     match db.backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",

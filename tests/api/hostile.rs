@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 use triggers::http::ServerConfig;
 
-use crate::fuzz::{request, send, Answer};
+use crate::fuzz::{backend_name, request, send, Answer};
 use crate::support::{spawn_app, spawn_app_with, TestApp, TestDb, DEVNULL, FAILING};
 
 on_both_backends!(
@@ -61,6 +61,14 @@ const HOSTILE: [&str; 30] = [
     "NULL",
     "null",
 ];
+
+/// Prints how many inputs of `class` a test tried (the suite reports them).
+fn tried(db: &TestDb, class: &str, inputs: usize) {
+    eprintln!(
+        "hostile[{}] {class}: {inputs} inputs tried",
+        backend_name(db)
+    );
+}
 
 /// Plain names the patterns above would match if they were interpreted.
 const PLAIN: [&str; 3] = ["abc", "a", "ab"];
@@ -204,6 +212,11 @@ async fn sql_meta_characters_in_names_are_stored_and_returned_verbatim(db: TestD
         .map(|i| i["session"].as_str().unwrap())
         .collect();
     assert_eq!(rest, expected[1..]);
+    tried(
+        &db,
+        "names with SQL meta-characters (each a session, task, trigger and instance name)",
+        all_names().len(),
+    );
 }
 
 async fn names_that_look_like_patterns_match_only_themselves(db: TestDb) {
@@ -213,8 +226,10 @@ async fn names_that_look_like_patterns_match_only_themselves(db: TestDb) {
     }
     app.settle().await;
 
+    let mut inputs = 0;
     let query = "query($t: String!) { instances(task: $t, first: 1000) { session name task } }";
     for name in all_names() {
+        inputs += 1;
         let data = app.data(query, json!({"t": name})).await;
         assert_eq!(
             data["instances"],
@@ -228,6 +243,7 @@ async fn names_that_look_like_patterns_match_only_themselves(db: TestDb) {
             .map(str::to_owned)
             .iter(),
     ) {
+        inputs += 1;
         let data = app.data(query, json!({"t": pattern})).await;
         assert_eq!(data["instances"], json!([]), "instances(task: {pattern:?})");
     }
@@ -244,6 +260,7 @@ async fn names_that_look_like_patterns_match_only_themselves(db: TestDb) {
         ("%", "abc#0"),
         ("_", "%#0"),
     ] {
+        inputs += 1;
         let data = app.data(lookups, json!({"s": session, "n": name})).await;
         assert_eq!(data["session"]["task"], Value::Null, "{session} / {name}");
         assert_eq!(
@@ -259,10 +276,12 @@ async fn names_that_look_like_patterns_match_only_themselves(db: TestDb) {
     }
     // A session named like a pattern is not an existing one.
     for uid in ["%%%", "a%c", "___"] {
+        inputs += 1;
         assert_eq!(app.version(uid).await, 0, "{uid}");
     }
     let before = app.version("abc").await;
     for instance in ["%", "_", "abc#%", "abc#_", "%#0"] {
+        inputs += 1;
         let (code, message) = app
             .error(
                 "mutation($i: String!) { markInstanceLogsResolved(session: \"abc\", instance: $i) { name } }",
@@ -273,6 +292,11 @@ async fn names_that_look_like_patterns_match_only_themselves(db: TestDb) {
         assert!(message.contains(instance), "{message}");
     }
     assert_eq!(app.version("abc").await, before, "nothing was written");
+    tried(
+        &db,
+        "pattern-like lookups (LIKE wildcards, globs, case)",
+        inputs,
+    );
 }
 
 async fn very_wide_queries_are_answered_or_refused_by_the_complexity_limit(db: TestDb) {
@@ -307,6 +331,7 @@ async fn very_wide_queries_are_answered_or_refused_by_the_complexity_limit(db: T
     assert_eq!(data.as_object().unwrap().len(), 300);
 
     // Thousands: refused by the complexity limit, with a code.
+    let mut inputs = 2;
     for query in [
         format!(
             "{{ session(uid: \"w\") {{ {} }} }}",
@@ -318,6 +343,7 @@ async fn very_wide_queries_are_answered_or_refused_by_the_complexity_limit(db: T
         ),
         format!("{{ {} }}", fields(6_000, "__typename")),
     ] {
+        inputs += 1;
         let answer = send(&app, json!({"query": query}).to_string()).await;
         assert_eq!(answer.refusal(), Some((200, "BAD_INPUT")), "{answer:?}");
         assert!(
@@ -334,6 +360,7 @@ async fn very_wide_queries_are_answered_or_refused_by_the_complexity_limit(db: T
     )
     .await;
     assert_eq!(answer.refusal(), Some((200, "BAD_INPUT")), "{answer:?}");
+    tried(&db, "very wide queries (300 to 6000 fields)", inputs + 1);
 }
 
 /// Whether the server still answers (it would not after a stack overflow,
@@ -347,6 +374,7 @@ async fn still_serving(app: &TestApp) {
 
 async fn deeply_nested_documents_are_refused_before_they_are_parsed(db: TestDb) {
     let app = spawn_app(&db).await;
+    let mut inputs = 0;
     // GraphQL's parser recurses per bracket: tens of thousands of levels (a
     // few hundred kilobytes) would overflow its stack and abort the process.
     for depth in [130, 2_000, 20_000, 100_000] {
@@ -369,6 +397,7 @@ async fn deeply_nested_documents_are_refused_before_they_are_parsed(db: TestDb) 
             if body.len() > 1024 * 1024 {
                 continue; // the body limit (413) would answer instead
             }
+            inputs += 1;
             let answer = send(&app, body).await;
             assert_eq!(
                 answer.refusal(),
@@ -417,6 +446,11 @@ async fn deeply_nested_documents_are_refused_before_they_are_parsed(db: TestDb) 
         "two fires were accepted, nothing else written"
     );
     still_serving(&app).await;
+    tried(
+        &db,
+        "deeply nested documents (130 to 100 000 levels), plus 3 within the limits",
+        inputs + 3,
+    );
 }
 
 async fn fragment_bombs_are_refused_without_being_expanded(db: TestDb) {
@@ -434,11 +468,13 @@ async fn fragment_bombs_are_refused_without_being_expanded(db: TestDb) {
         query.push_str(&format!("fragment F{n} on Session {{ version }}"));
         query
     };
+    let mut inputs = 0;
     for n in [13, 30, 64, 1_000] {
         for spread in [
             "...NEXT ...NEXT",
             "...NEXT ... on Session { ...NEXT } a: tasks { name }",
         ] {
+            inputs += 1;
             let started = std::time::Instant::now();
             let answer = send(&app, json!({"query": bomb(n, spread)}).to_string()).await;
             assert_eq!(
@@ -461,6 +497,11 @@ async fn fragment_bombs_are_refused_without_being_expanded(db: TestDb) {
     let data = app.data(&bomb(8, "...NEXT ...NEXT"), json!({})).await;
     assert_eq!(data["session"]["version"], 0);
     still_serving(&app).await;
+    tried(
+        &db,
+        "fragment bombs (13 to 1000 levels, and one of 8 that is answered)",
+        inputs + 1,
+    );
 }
 
 async fn nul_characters_and_overlong_names_are_bad_input_on_both_backends(db: TestDb) {
@@ -536,7 +577,9 @@ async fn nul_characters_and_overlong_names_are_bad_input_on_both_backends(db: Te
             json!({"t": "\u{0}"}),
         ),
     ];
+    let mut inputs = 1;
     for (query, variables) in refused {
+        inputs += 1;
         let answer = request(&app, query, variables.clone()).await;
         assert_eq!(
             answer.refusal(),
@@ -556,6 +599,7 @@ async fn nul_characters_and_overlong_names_are_bad_input_on_both_backends(db: Te
         json!({"t_b": {"after": [], "run": "app.Job", "using": format!("worker:{long}")}}),
     ];
     for tasks in configurations {
+        inputs += 1;
         let answer = request(
             &app,
             "mutation($t: JSON!) { configure(session: \"n\", tasks: $t) { version } }",
@@ -578,6 +622,11 @@ async fn nul_characters_and_overlong_names_are_bad_input_on_both_backends(db: Te
     .await;
     app.fire(&at_limit, &at_limit, json!({})).await;
     app.settle().await;
+    tried(
+        &db,
+        "NUL characters and over-long names, plus one at the limit",
+        inputs,
+    );
     assert_eq!(
         app.statuses(&at_limit).await,
         [(format!("{at_limit}#0"), "FINISHED".to_owned())]
@@ -636,6 +685,11 @@ async fn very_wide_mutations_are_refused_whole_before_anything_is_written(db: Te
     .await;
     assert_eq!(answer.refusal(), Some((200, "BAD_INPUT")), "{answer:?}");
     assert_eq!(app.version("w").await, 201);
+    tried(
+        &db,
+        "very wide mutations (200 and 3000 aliased fires, one mixed)",
+        3,
+    );
 }
 
 async fn extreme_page_sizes_are_bad_input(db: TestDb) {
@@ -646,6 +700,7 @@ async fn extreme_page_sizes_are_bad_input(db: TestDb) {
         "query($f: Int) { instances(first: $f) { name } }",
         "query($f: Int) { session(uid: \"p\") { events(first: $f) { seq } } }",
     ];
+    let mut inputs = 0;
     for query in lists {
         for first in [
             json!(i32::MAX),
@@ -658,6 +713,7 @@ async fn extreme_page_sizes_are_bad_input(db: TestDb) {
             json!(true),
             json!([10]),
         ] {
+            inputs += 1;
             let answer = request(&app, query, json!({"f": first})).await;
             assert_eq!(
                 answer.refusal(),
@@ -674,6 +730,7 @@ async fn extreme_page_sizes_are_bad_input(db: TestDb) {
             "1e3",
         ] {
             let inline = query.replace("query($f: Int) ", "").replace("$f", first);
+            inputs += 1;
             let answer = send(&app, json!({"query": inline}).to_string()).await;
             assert_eq!(
                 answer.refusal(),
@@ -683,6 +740,7 @@ async fn extreme_page_sizes_are_bad_input(db: TestDb) {
         }
     }
     assert_eq!(app.version("p").await, 1, "nothing was written");
+    tried(&db, "extreme page sizes (variables and literals)", inputs);
 }
 
 /// Every mutation of the schema (and a query), with arguments that would
@@ -759,7 +817,7 @@ async fn every_request_without_the_right_token_is_unauthorized_and_writes_nothin
         Some("Bearer s3cret, Bearer s3cret"),
         Some("Bearer 's3cret' OR '1'='1'"),
     ];
-    let mut tried = 0;
+    let mut inputs = 0;
     for query in every_mutation(&lease) {
         for auth in wrong {
             let mut post = app
@@ -784,10 +842,14 @@ async fn every_request_without_the_right_token_is_unauthorized_and_writes_nothin
                 Some((401, "UNAUTHORIZED")),
                 "{query} with {auth:?}: {answer:?}"
             );
-            tried += 1;
+            inputs += 1;
         }
     }
-    eprintln!("hostile: {tried} requests without the right token, all refused");
+    tried(
+        &db,
+        "requests without the right token (13 operations x 13 headers)",
+        inputs,
+    );
 
     // Nothing was written: same version and statuses, the failed instance is
     // still failed, the lease is still held (and no thief got the queue).
