@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::names::name_problem;
 use super::{DomainError, JsonObject};
 
 /// The default of `maxRetries`.
@@ -132,8 +133,8 @@ pub fn parse_tasks(tasks: &Value) -> Result<BTreeMap<String, TaskConfig>, Domain
 }
 
 fn parse_task(name: &str, directives: &Value) -> Result<TaskConfig, DomainError> {
-    if name.is_empty() {
-        return Err(bad("task names must not be empty".to_owned()));
+    if let Some(problem) = name_problem("task name", name) {
+        return Err(bad(problem));
     }
     let Value::Object(directives) = directives else {
         return Err(bad(format!(
@@ -219,7 +220,10 @@ fn string_list(task: &str, key: &str, value: &Value) -> Result<Vec<String>, Doma
     items
         .iter()
         .map(|item| match item {
-            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            Value::String(s) if !s.is_empty() => match name_problem("trigger name", s) {
+                None => Ok(s.clone()),
+                Some(problem) => Err(bad(format!("task {task:?}: directive {key:?}: {problem}"))),
+            },
             _ => Err(bad(format!(
                 "task {task:?}: directive {key:?} must contain only non-empty strings, got {item}"
             ))),
@@ -229,7 +233,10 @@ fn string_list(task: &str, key: &str, value: &Value) -> Result<Vec<String>, Doma
 
 fn non_empty_string(task: &str, key: &str, value: &Value) -> Result<String, DomainError> {
     match value {
-        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::String(s) if !s.is_empty() => match name_problem("name", s) {
+            None => Ok(s.clone()),
+            Some(problem) => Err(bad(format!("task {task:?}: directive {key:?}: {problem}"))),
+        },
         _ => Err(bad(format!(
             "task {task:?}: directive {key:?} must be a non-empty string, got {value}"
         ))),
@@ -267,6 +274,9 @@ pub fn json_type(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {

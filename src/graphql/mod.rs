@@ -5,12 +5,15 @@
 //!   `SessionSummary`, `TaskClaim` and the `InstanceStatus` enum.
 //! - [`query`], [`mutation`], [`subscription`]: the three roots.
 //! - [`error`]: engine errors -> `extensions.code`; internal errors logged.
+//! - `limits` (private): bracket nesting and fragment-expanded size of a
+//!   document, checked before async-graphql parses and validates it.
 //! - `workers` (private): the worker protocol calls, in one place.
 //!
 //! [`schema`] builds the executable schema with its limits; [`sdl`] is what
 //! `schema.graphql` at the repo root must contain.
 
 pub mod error;
+mod limits;
 pub mod mutation;
 pub mod query;
 pub mod scalars;
@@ -37,14 +40,24 @@ pub type TriggersSchema = Schema<Query, Mutation, Subscription>;
 pub struct Config {
     /// Deepest selection accepted (GraphiQL's introspection query needs 13).
     pub max_depth: usize,
-    /// Most fields one request may select (async-graphql's complexity).
+    /// Most fields one request may select (async-graphql's complexity; also
+    /// checked, fragments expanded, before validation).
     pub max_complexity: usize,
+    /// Deepest nesting of brackets (`{`, `[`, `(`) in a query document,
+    /// checked before parsing: the parser recurses per level, and a deep
+    /// enough document would overflow its stack.
+    pub max_nesting: usize,
     /// Page size of listings and timelines when `first` is not given.
     pub default_page_size: u32,
     /// Largest `first` accepted; larger is `BAD_INPUT` rather than silently cut.
     pub max_page_size: u32,
     /// Largest JSON argument (kwargs, tasks, result, metadata), serialised.
     pub max_json_bytes: usize,
+    /// Deepest JSON argument (`{}` is 1 level). The log stores arguments
+    /// wrapped a few levels deeper (events, instances, results passed on by
+    /// cascades), and must read back everything it stores: serde_json reads at
+    /// most 128 levels.
+    pub max_json_depth: usize,
     /// How often a subscription re-reads the log even without a local commit, so
     /// that events appended by another server process on the same database show up.
     pub subscription_poll: Duration,
@@ -55,9 +68,11 @@ impl Default for Config {
         Self {
             max_depth: 16,
             max_complexity: 5_000,
+            max_nesting: 128,
             default_page_size: 100,
             max_page_size: 1_000,
             max_json_bytes: 256 * 1024,
+            max_json_depth: 64,
             subscription_poll: Duration::from_secs(1),
         }
     }
@@ -70,6 +85,10 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
 /// The schema served for `engine`, with `config`'s limits.
 pub fn schema(engine: Engine, config: Config) -> TriggersSchema {
     builder()
+        .extension(limits::DocumentLimits {
+            max_nesting: config.max_nesting,
+            max_fields: config.max_complexity,
+        })
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .data(engine)
@@ -108,7 +127,20 @@ pub(crate) fn page_size(ctx: &Context<'_>, first: Option<i32>) -> async_graphql:
     }
 }
 
-/// Refuses a JSON argument larger than [`Config::max_json_bytes`] serialised.
+/// Refuses a string argument holding a NUL character. No stored name holds one
+/// (names refuse it), and PostgreSQL cannot compare text with it, so a lookup
+/// by it would fail inside the database instead of finding nothing.
+pub(crate) fn check_text(what: &str, value: Option<&str>) -> async_graphql::Result<()> {
+    match value {
+        Some(value) if value.contains('\0') => Err(bad_input(format!(
+            "{what} must not contain NUL characters, got {value:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a JSON argument larger than [`Config::max_json_bytes`] serialised,
+/// or nested deeper than [`Config::max_json_depth`].
 pub(crate) fn check_json_size(
     ctx: &Context<'_>,
     what: &str,
@@ -127,7 +159,25 @@ pub(crate) fn check_json_size(
             counter.0
         )));
     }
+    let limit = config(ctx).max_json_depth;
+    let depth = json_depth(value);
+    if depth > limit {
+        return Err(bad_input(format!(
+            "{what} is nested {depth} levels deep; the limit is {limit} levels"
+        )));
+    }
     Ok(())
+}
+
+/// Levels of objects and lists in `value` (a scalar is 0, `{}` is 1). Arguments
+/// arrive at most about 130 levels deep (the request body's JSON reader and the
+/// document's bracket limit see to that), so recursion is safe here.
+fn json_depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Counts serialised bytes without keeping them.

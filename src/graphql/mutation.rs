@@ -7,7 +7,7 @@ use async_graphql::{Context, Object, Result};
 use super::error::{from_engine, GqlResult};
 use super::scalars::{DateTime, Json};
 use super::types::{FireResult, InstanceStatus, Session, TaskClaim, TaskInstance};
-use super::{check_json_size, engine, workers};
+use super::{check_json_size, check_text, engine, workers};
 use crate::engine::Error;
 
 /// Writes.
@@ -166,6 +166,8 @@ impl Mutation {
         max: Option<i32>,
         lease_seconds: Option<i32>,
     ) -> Result<Vec<TaskClaim>> {
+        check_text("worker", Some(&worker))?;
+        check_text("queue", queue.as_deref())?;
         let max = max.map(|m| workers::count(m, "max")).transpose()?;
         let lease_seconds = lease_seconds
             .map(|s| workers::count(s, "leaseSeconds"))
@@ -184,6 +186,7 @@ impl Mutation {
         lease_token: String,
         lease_seconds: Option<i32>,
     ) -> Result<DateTime> {
+        check_text("leaseToken", Some(&lease_token))?;
         let lease_seconds = lease_seconds
             .map(|s| workers::count(s, "leaseSeconds"))
             .transpose()?;
@@ -201,6 +204,7 @@ impl Mutation {
         result: Option<Json>,
         log_level: Option<i32>,
     ) -> Result<TaskInstance> {
+        check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "result", json(&result))?;
         let (session, instance) = workers::complete(
             engine(ctx),
@@ -228,6 +232,7 @@ impl Mutation {
         cooldown_seconds: Option<i32>,
         replacement_kwargs: Option<Json>,
     ) -> Result<TaskInstance> {
+        check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "context", json(&context))?;
         check_json_size(ctx, "replacementKwargs", json(&replacement_kwargs))?;
         let (session, instance) = workers::fail(
@@ -255,6 +260,7 @@ impl Mutation {
         lease_token: String,
         metadata: Option<Json>,
     ) -> Result<TaskInstance> {
+        check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "metadata", json(&metadata))?;
         let (session, instance) = workers::skip(engine(ctx), &lease_token, metadata.map(|j| j.0))
             .await

@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, Result};
 
 use super::error::{bad_input, from_engine, GqlResult};
 use super::types::{InstanceStatus, Session, SessionSummary, TaskInstance};
-use super::{engine, page_size};
+use super::{check_text, engine, page_size};
 use crate::domain::{self, Instance, SessionUid};
 use crate::engine::Error;
 
@@ -30,6 +30,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Vec<SessionSummary>> {
         let first = page_size(ctx, first)?;
+        check_text("after", after.as_deref())?;
         if first == 0 {
             return Ok(Vec::new());
         }
@@ -50,7 +51,12 @@ impl Query {
         after: Option<String>,
     ) -> Result<Vec<TaskInstance>> {
         let first = page_size(ctx, first)?;
+        check_text("task", task.as_deref())?;
         let cursor = after.as_deref().map(parse_cursor).transpose()?;
+        if let Some((session, instance)) = &cursor {
+            check_text("after", Some(session))?;
+            check_text("after", Some(instance))?;
+        }
         if first == 0 {
             return Ok(Vec::new());
         }

@@ -10,6 +10,8 @@ mod support;
 mod audit;
 mod cli;
 mod errors;
+mod fuzz;
+mod hostile;
 mod limits;
 mod listings;
 mod mutations;
