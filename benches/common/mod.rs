@@ -7,6 +7,11 @@
 
 pub(crate) mod profile;
 
+/// The allocator `triggers serve` runs with (src/main.rs), so the benches measure
+/// the engine as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};

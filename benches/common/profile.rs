@@ -170,7 +170,11 @@ impl Store for Counting {
         self.timed("other", self.inner.session_uids()).await
     }
 
-    async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()> {
+    async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
+        self.timed("other", self.inner.session_logs(sessions)).await
+    }
+
+    async fn replace_projections(&self, rebuilt: &[Rebuilt]) -> StoreResult<()> {
         self.timed("other", self.inner.replace_projections(rebuilt))
             .await
     }

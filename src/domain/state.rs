@@ -4,10 +4,11 @@
 //! in `decide`, which emits events and applies each one as it goes, so the state
 //! after a decision is by construction the fold of the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -38,6 +39,10 @@ pub struct KeyedFire {
     pub abandoned: Vec<String>,
 }
 
+/// The name indexes: keys are short strings the fold looks up on every event,
+/// where `std`'s SipHash showed up in profiles.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Indexes of one task's instances.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct TaskInstances {
@@ -64,6 +69,38 @@ pub struct SessionState {
     keyed: HashMap<String, KeyedFire>,
     /// Seq and key of the latest keyed fire, to attribute what it scheduled.
     last_keyed: Option<(u64, String)>,
+    stamp: Stamp,
+}
+
+/// The last timestamp `apply` formatted. The events of one decision share their
+/// time, so most events reuse it instead of formatting it again.
+#[derive(Clone, Default)]
+struct Stamp {
+    at: Option<DateTime<Utc>>,
+    text: String,
+}
+
+impl Stamp {
+    fn of(&mut self, at: DateTime<Utc>) -> Value {
+        if self.at != Some(at) {
+            self.at = Some(at);
+            self.text = timestamp(at);
+        }
+        Value::String(self.text.clone())
+    }
+}
+
+/// A cache, not state: two states are equal whatever they last formatted.
+impl PartialEq for Stamp {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Stamp")
+    }
 }
 
 /// The persisted form of a state (snapshots). Indexes are rebuilt on load.
@@ -80,9 +117,52 @@ struct SnapshotV1 {
     last_keyed: Option<(u64, String)>,
 }
 
-/// RFC 3339 with microseconds, the precision both databases keep.
+/// [`SnapshotV1`] borrowed from a live state, to write one without copying it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotRef<'a> {
+    uid: &'a str,
+    version: u64,
+    updated_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "tasks_by_value")]
+    tasks: &'a BTreeMap<String, Arc<TaskConfig>>,
+    instances: &'a [Instance],
+    latest: &'a BTreeMap<String, LatestFire>,
+    keyed: &'a HashMap<String, KeyedFire>,
+    last_keyed: &'a Option<(u64, String)>,
+}
+
+fn tasks_by_value<S: serde::Serializer>(
+    tasks: &BTreeMap<String, Arc<TaskConfig>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(tasks.iter().map(|(name, task)| (name, task.as_ref())))
+}
+
+/// RFC 3339 with microseconds, the precision both databases keep:
+/// `2026-11-25T03:04:05.123456Z`. Written by hand for four-digit years (what
+/// chrono's `to_rfc3339_opts(Micros, true)` writes, at a fraction of its cost:
+/// the fold formats one per event); chrono writes the rest and leap seconds.
 pub fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    let nanos = at.nanosecond();
+    if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
+        return at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    }
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |end: usize, mut value: u32, width: usize| {
+        for at in (end - width..end).rev() {
+            text[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(4, at.year().unsigned_abs(), 4);
+    put(7, at.month(), 2);
+    put(10, at.day(), 2);
+    put(13, at.hour(), 2);
+    put(16, at.minute(), 2);
+    put(19, at.second(), 2);
+    put(26, nanos / 1000, 6);
+    text.iter().map(|&b| char::from(b)).collect()
 }
 
 impl SessionState {
@@ -241,13 +321,16 @@ impl SessionState {
                 kwargs,
                 idempotency_key,
             } => {
-                self.latest.insert(
-                    trigger.clone(),
-                    LatestFire {
-                        kwargs: kwargs.clone(),
-                        seq: event.seq,
-                    },
-                );
+                let fire = LatestFire {
+                    kwargs: kwargs.clone(),
+                    seq: event.seq,
+                };
+                match self.latest.get_mut(trigger) {
+                    Some(latest) => *latest = fire,
+                    None => {
+                        self.latest.insert(trigger.clone(), fire);
+                    }
+                }
                 if let Some(key) = idempotency_key {
                     self.keyed.insert(
                         key.clone(),
@@ -274,7 +357,7 @@ impl SessionState {
                     return Err(corrupt(instance, "created twice"));
                 }
                 let mut metadata = JsonObject::new();
-                let stamp = Value::String(timestamp(at));
+                let stamp = self.stamp.of(at);
                 let timestamps: JsonObject = [
                     ("created".to_owned(), stamp.clone()),
                     ("lastModified".to_owned(), stamp.clone()),
@@ -325,6 +408,7 @@ impl SessionState {
                         ))
                     }
                 };
+                let stamp = self.stamp.of(at);
                 let inst = self.instance_mut(instance)?;
                 match role {
                     TriggerRole::After => {
@@ -336,7 +420,7 @@ impl SessionState {
                         inst.abandon_sources.insert(trigger.clone(), source);
                     }
                 }
-                touch(inst, at);
+                touch(inst, stamp);
             }
             EventPayload::InstanceScheduled {
                 instance,
@@ -426,15 +510,17 @@ impl SessionState {
                 merge_metadata(inst, metadata);
             }
             EventPayload::InstanceMetadataUpdated { instance, metadata } => {
+                let stamp = self.stamp.of(at);
                 let inst = self.instance_mut(instance)?;
                 merge_metadata(inst, metadata);
-                touch(inst, at);
+                touch(inst, stamp);
             }
             EventPayload::InstanceLogsResolved { instance } => {
+                let stamp = self.stamp.of(at);
                 let inst = self.instance_mut(instance)?;
                 inst.metadata
                     .insert("logsResolved".into(), Value::Bool(true));
-                touch(inst, at);
+                touch(inst, stamp);
             }
             EventPayload::InstanceLeaseExpired { instance, .. } => {
                 self.set_status(instance, InstanceStatus::Scheduled, at)?;
@@ -466,18 +552,19 @@ impl SessionState {
             .by_name
             .get(name)
             .ok_or_else(|| corrupt(name, "unknown instance"))?;
-        let task = self.instances[position].task.clone();
-        if let Some(entry) = self.by_task.get_mut(&task) {
+        if let Some(entry) = self.by_task.get_mut(self.instances[position].task.as_str()) {
             if status == InstanceStatus::Unstarted {
                 entry.unstarted.insert(position);
             } else {
                 entry.unstarted.remove(&position);
             }
         }
+        let stamp = self.stamp.of(at);
         let inst = &mut self.instances[position];
         inst.status = status;
-        touch(inst, at);
-        timestamps(inst).insert(status.as_str().to_owned(), Value::String(timestamp(at)));
+        let timestamps = timestamps(inst);
+        set(timestamps, "lastModified", stamp.clone());
+        set(timestamps, status.as_str(), stamp);
         Ok(inst)
     }
 
@@ -499,7 +586,7 @@ impl SessionState {
     }
 
     fn reindex_triggers(&mut self) {
-        let mut by_trigger: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_trigger: HashMap<String, Vec<String>> = HashMap::default();
         for (name, task) in &self.tasks {
             let listened: BTreeSet<&str> = task.triggers().collect();
             for trigger in listened {
@@ -514,19 +601,15 @@ impl SessionState {
 
     /// Serialises the state for a snapshot.
     pub fn to_snapshot(&self) -> Value {
-        let snapshot = SnapshotV1 {
-            uid: self.uid.clone(),
+        let snapshot = SnapshotRef {
+            uid: &self.uid,
             version: self.version,
             updated_at: self.updated_at,
-            tasks: self
-                .tasks
-                .iter()
-                .map(|(name, task)| (name.clone(), TaskConfig::clone(task)))
-                .collect(),
-            instances: self.instances.clone(),
-            latest: self.latest.clone(),
-            keyed: self.keyed.clone(),
-            last_keyed: self.last_keyed.clone(),
+            tasks: &self.tasks,
+            instances: &self.instances,
+            latest: &self.latest,
+            keyed: &self.keyed,
+            last_keyed: &self.last_keyed,
         };
         serde_json::to_value(snapshot).expect("session state always serialises")
     }
@@ -578,8 +661,18 @@ fn timestamps(inst: &mut Instance) -> &mut JsonObject {
     entry.as_object_mut().expect("just made an object")
 }
 
-fn touch(inst: &mut Instance, at: DateTime<Utc>) {
-    timestamps(inst).insert("lastModified".into(), Value::String(timestamp(at)));
+fn touch(inst: &mut Instance, stamp: Value) {
+    set(timestamps(inst), "lastModified", stamp);
+}
+
+/// Inserts or replaces `key`, allocating the key only when it is new.
+fn set(object: &mut JsonObject, key: &str, value: Value) {
+    match object.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            object.insert(key.to_owned(), value);
+        }
+    }
 }
 
 fn merge_metadata(inst: &mut Instance, metadata: &JsonObject) {

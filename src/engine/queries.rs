@@ -95,6 +95,11 @@ impl Engine {
     }
 
     /// Recomputes every projection and snapshot from the event log alone.
+    ///
+    /// Sessions go in batches of [`REBUILD_BATCH`]: one read of their logs, folds
+    /// spread over the cores, one transaction writing their projections. Each
+    /// session's cache slot is held from before its log is read until its new
+    /// state is in place, so commands on it wait rather than interleave.
     pub async fn rebuild(&self) -> Result<RebuildReport> {
         let started = Instant::now();
         let store = &self.inner.store;
@@ -105,63 +110,106 @@ impl Engine {
             queued: 0,
             elapsed: Duration::ZERO,
         };
-        for uid in store.session_uids().await? {
+        let uids = store.session_uids().await?;
+        for uid in &uids {
             SessionUid::parse(uid.as_str())?;
-            let slot = self.inner.cache.slot(&uid);
-            let mut slot = slot.lock().await;
-            let events = store.events(&uid, 0, None).await?;
-            let state = SessionState::fold(uid.as_str(), &events)?;
-            let Some(updated_at) = state.updated_at() else {
-                continue;
-            };
-            let instances: Vec<InstanceRow> = state
-                .instances()
-                .iter()
-                .map(|i| instance_row(&uid, i))
-                .collect();
-            let queue: Vec<QueueEntry> = state
-                .instances()
-                .iter()
-                .filter(|i| i.status.is_queued())
-                .map(|i| QueueEntry {
-                    session: uid.clone(),
-                    instance: i.name.clone(),
-                    queue: i
-                        .runner
-                        .as_ref()
-                        .map_or(crate::domain::Runner::DEFAULT_QUEUE, |r| r.queue_name())
-                        .to_owned(),
-                    run: state
-                        .task(&i.task)
-                        .map(|t| t.run.clone())
-                        .unwrap_or_default(),
-                    available_at: updated_at.min(super::now()),
-                    lease_owner: None,
-                    lease_token: None,
-                    lease_expires_at: None,
-                })
-                .collect();
-            report.sessions += 1;
-            report.events += events.len() as u64;
-            report.instances += instances.len();
-            report.queued += queue.len();
-            store
-                .replace_projections(Rebuilt {
-                    session: uid.clone(),
-                    version: state.version(),
-                    updated_at,
-                    instances,
-                    queue,
-                    snapshot: StoredSnapshot {
-                        version: state.version(),
-                        state: state.to_snapshot(),
-                    },
-                })
-                .await?;
-            slot.snapshot_version = state.version();
-            slot.state = Some(Arc::new(state));
+        }
+        let lanes = std::thread::available_parallelism().map_or(1, usize::from);
+        for batch in uids.chunks(REBUILD_BATCH) {
+            let mut slots = Vec::with_capacity(batch.len());
+            for uid in batch {
+                slots.push(self.inner.cache.slot(uid).lock_owned().await);
+            }
+            let logs = store.session_logs(batch).await?;
+            let mut work: Vec<(String, Vec<Event>)> = batch.iter().cloned().zip(logs).collect();
+            let per_lane = work.len().div_ceil(lanes).max(1);
+            let mut folds = Vec::new();
+            while !work.is_empty() {
+                let lane: Vec<_> = work.drain(..per_lane.min(work.len())).collect();
+                folds.push(tokio::task::spawn_blocking(move || {
+                    lane.into_iter()
+                        .map(|(uid, events)| rebuild_session(uid, &events))
+                        .collect::<Result<Vec<_>>>()
+                }));
+            }
+            let mut states = Vec::with_capacity(batch.len());
+            let mut rebuilt = Vec::with_capacity(batch.len());
+            for fold in folds {
+                let lane = match fold.await {
+                    Ok(lane) => lane?,
+                    Err(err) => std::panic::resume_unwind(err.into_panic()),
+                };
+                for (state, projections) in lane.into_iter().flatten() {
+                    report.sessions += 1;
+                    report.events += state.version();
+                    report.instances += projections.instances.len();
+                    report.queued += projections.queue.len();
+                    states.push(state);
+                    rebuilt.push(projections);
+                }
+            }
+            store.replace_projections(&rebuilt).await?;
+            // `states` holds the sessions with events, in batch order.
+            let mut states = states.into_iter().peekable();
+            for (uid, slot) in batch.iter().zip(slots.iter_mut()) {
+                if let Some(state) = states.next_if(|state| state.uid() == uid) {
+                    slot.snapshot_version = state.version();
+                    slot.state = Some(Arc::new(state));
+                }
+            }
         }
         report.elapsed = started.elapsed();
         Ok(report)
     }
+}
+
+/// Sessions `rebuild` reads, folds and writes together.
+const REBUILD_BATCH: usize = 64;
+
+/// Folds one session's log into its state and the projections `rebuild` writes
+/// for it; `None` for a session without events.
+fn rebuild_session(uid: String, events: &[Event]) -> Result<Option<(SessionState, Rebuilt)>> {
+    let state = SessionState::fold(uid.as_str(), events)?;
+    let Some(updated_at) = state.updated_at() else {
+        return Ok(None);
+    };
+    let instances: Vec<InstanceRow> = state
+        .instances()
+        .iter()
+        .map(|i| instance_row(&uid, i))
+        .collect();
+    let queue: Vec<QueueEntry> = state
+        .instances()
+        .iter()
+        .filter(|i| i.status.is_queued())
+        .map(|i| QueueEntry {
+            session: uid.clone(),
+            instance: i.name.clone(),
+            queue: i
+                .runner
+                .as_ref()
+                .map_or(crate::domain::Runner::DEFAULT_QUEUE, |r| r.queue_name())
+                .to_owned(),
+            run: state
+                .task(&i.task)
+                .map(|t| t.run.clone())
+                .unwrap_or_default(),
+            available_at: updated_at.min(super::now()),
+            lease_owner: None,
+            lease_token: None,
+            lease_expires_at: None,
+        })
+        .collect();
+    let rebuilt = Rebuilt {
+        version: state.version(),
+        updated_at,
+        instances,
+        queue,
+        snapshot: StoredSnapshot {
+            version: state.version(),
+            state: state.to_snapshot(),
+        },
+        session: uid,
+    };
+    Ok(Some((state, rebuilt)))
 }

@@ -238,6 +238,28 @@ pub struct Rebuilt {
     pub snapshot: StoredSnapshot,
 }
 
+/// Deals rows of several sessions' logs (ordered by session, then seq) out to one
+/// log per session of `sessions`, in that order (`Store::session_logs`).
+fn group_logs<R>(
+    sessions: &[String],
+    rows: &[R],
+    decode: impl Fn(&R) -> StoreResult<(String, Event)>,
+) -> StoreResult<Vec<Vec<Event>>> {
+    let position: std::collections::HashMap<&str, usize> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, session)| (session.as_str(), i))
+        .collect();
+    let mut logs = vec![Vec::new(); sessions.len()];
+    for row in rows {
+        let (session, event) = decode(row)?;
+        if let Some(&i) = position.get(session.as_str()) {
+            logs[i].push(event);
+        }
+    }
+    Ok(logs)
+}
+
 /// The storage backend: the log, its projections, and the queue.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -305,9 +327,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every session UID with events.
     async fn session_uids(&self) -> StoreResult<Vec<String>>;
 
-    /// Replaces a session's projections (sessions row, instance rows, queue rows,
-    /// snapshot) in one transaction.
-    async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()>;
+    /// The whole log of each of `sessions`, in the order given (empty for a
+    /// session without events): one read for many sessions (`rebuild`).
+    async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>>;
+
+    /// Replaces sessions' projections (sessions row, instance rows, queue rows,
+    /// snapshot), all of them in one transaction.
+    async fn replace_projections(&self, rebuilt: &[Rebuilt]) -> StoreResult<()>;
 
     /// Opens a write transaction holding the session's write lock: until it
     /// commits or is dropped, other writers of the session wait, or fail their

@@ -15,8 +15,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
-    Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary, Store,
-    StoreError, StoreResult, StoredSnapshot,
+    group_logs, Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary,
+    Store, StoreError, StoreResult, StoredSnapshot,
 };
 use crate::domain::{Event, EventPayload, InstanceStatus};
 
@@ -72,6 +72,9 @@ const SESSIONS: &str = "SELECT uid, version, updated_at FROM sessions \
 /// Sessions with a sessions row, and any with events but no row (a crash
 /// cannot leave one, but `rebuild` should repair it if it happens).
 const SESSION_UIDS: &str = "SELECT uid FROM sessions UNION SELECT session FROM events ORDER BY 1";
+
+const SESSION_LOGS: &str = "SELECT session, seq, kind, format, data, caused_by, at FROM events \
+     WHERE session = ANY($1) ORDER BY session, seq";
 
 /// Followed by `VALUES (..), (..)` and [`UPSERT_INSTANCES_END`].
 const UPSERT_INSTANCES: &str =
@@ -397,55 +400,74 @@ impl Store for PostgresStore {
             .await?)
     }
 
-    async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()> {
-        let session = rebuilt.session.as_str();
-        let instances = NewInstance::all(&rebuilt.instances)?;
-        let queue = dedup_queue(&rebuilt.queue);
-        let keep: Vec<&str> = queue.iter().map(|entry| entry.instance.as_str()).collect();
-        let state = to_json(&rebuilt.snapshot.state)?;
+    async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
+        let rows = sqlx::query(SESSION_LOGS)
+            .bind(sessions)
+            .fetch_all(&self.pool)
+            .await?;
+        group_logs(sessions, &rows, |row| {
+            let session: String = row.try_get("session")?;
+            let event = decode_event(&session, row)?;
+            Ok((session, event))
+        })
+    }
 
+    async fn replace_projections(&self, rebuilt: &[Rebuilt]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(PUT_SESSION)
-            .bind(session)
-            .bind(to_i64(rebuilt.version)?)
-            .bind(rebuilt.updated_at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(DELETE_INSTANCES)
-            .bind(session)
-            .execute(&mut *tx)
-            .await?;
-        upsert_instances(&mut tx, &instances).await?;
-        sqlx::query(DEQUEUE_ALL_BUT)
-            .bind(session)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
-        for chunk in queue.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<Postgres>::new(RESTORE_QUEUE);
-            insert.push("(").push(QUEUE_COLUMNS).push(") ");
-            insert.push_values(chunk, |mut row, entry| {
-                row.push_bind(session)
-                    .push_bind(&entry.instance)
-                    .push_bind(&entry.queue)
-                    .push_bind(&entry.run)
-                    .push_bind(entry.available_at)
-                    .push_bind(&entry.lease_owner)
-                    .push_bind(&entry.lease_token)
-                    .push_bind(entry.lease_expires_at);
-            });
-            insert.push(RESTORE_QUEUE_END);
-            insert.build().execute(&mut *tx).await?;
+        for rebuilt in rebuilt {
+            replace_session(&mut tx, rebuilt).await?;
         }
-        sqlx::query(PUT_SNAPSHOT)
-            .bind(session)
-            .bind(to_i64(rebuilt.snapshot.version)?)
-            .bind(state)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// One session's part of `replace_projections`.
+async fn replace_session(conn: &mut PgConnection, rebuilt: &Rebuilt) -> StoreResult<()> {
+    let session = rebuilt.session.as_str();
+    let instances = NewInstance::all(&rebuilt.instances)?;
+    let queue = dedup_queue(&rebuilt.queue);
+    let keep: Vec<&str> = queue.iter().map(|entry| entry.instance.as_str()).collect();
+    let state = to_json(&rebuilt.snapshot.state)?;
+    sqlx::query(PUT_SESSION)
+        .bind(session)
+        .bind(to_i64(rebuilt.version)?)
+        .bind(rebuilt.updated_at)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(DELETE_INSTANCES)
+        .bind(session)
+        .execute(&mut *conn)
+        .await?;
+    upsert_instances(&mut *conn, &instances).await?;
+    sqlx::query(DEQUEUE_ALL_BUT)
+        .bind(session)
+        .bind(keep)
+        .execute(&mut *conn)
+        .await?;
+    for chunk in queue.chunks(CHUNK) {
+        let mut insert = QueryBuilder::<Postgres>::new(RESTORE_QUEUE);
+        insert.push("(").push(QUEUE_COLUMNS).push(") ");
+        insert.push_values(chunk, |mut row, entry| {
+            row.push_bind(session)
+                .push_bind(&entry.instance)
+                .push_bind(&entry.queue)
+                .push_bind(&entry.run)
+                .push_bind(entry.available_at)
+                .push_bind(&entry.lease_owner)
+                .push_bind(&entry.lease_token)
+                .push_bind(entry.lease_expires_at);
+        });
+        insert.push(RESTORE_QUEUE_END);
+        insert.build().execute(&mut *conn).await?;
+    }
+    sqlx::query(PUT_SNAPSHOT)
+        .bind(session)
+        .bind(to_i64(rebuilt.snapshot.version)?)
+        .bind(state)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Writes one decision inside the caller's transaction: the version guard, the

@@ -23,8 +23,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{
-    Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary, Store,
-    StoreError, StoreResult, StoredSnapshot,
+    group_logs, Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary,
+    Store, StoreError, StoreResult, StoredSnapshot,
 };
 use crate::domain::{Event, EventPayload, InstanceStatus};
 
@@ -83,6 +83,10 @@ const SESSIONS: &str = "SELECT uid, version, updated_at FROM sessions \
 /// Sessions with a sessions row, and any with events but no row (a crash
 /// cannot leave one, but `rebuild` should repair it if it happens).
 const SESSION_UIDS: &str = "SELECT uid FROM sessions UNION SELECT session FROM events ORDER BY 1";
+
+/// `session_logs`: the sessions are a JSON array in `?1`.
+const SESSION_LOGS: &str = "SELECT session, seq, kind, format, data, caused_by, at FROM events \
+     WHERE session IN (SELECT value FROM json_each(?1)) ORDER BY session, seq";
 
 /// Followed by `VALUES (..), (..)` and [`UPSERT_INSTANCES_END`].
 const UPSERT_INSTANCES: &str =
@@ -505,57 +509,90 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn replace_projections(&self, rebuilt: Rebuilt) -> StoreResult<()> {
-        let session = rebuilt.session.as_str();
-        let instances = NewInstance::all(&rebuilt.instances)?;
-        let queue = dedup_queue(&rebuilt.queue);
-        let keep = serde_json::to_string(&queue.iter().map(|e| &e.instance).collect::<Vec<_>>())
-            .map_err(encode_error)?;
-        let state = to_json(&rebuilt.snapshot.state)?;
+    async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
+        let list = serde_json::to_string(sessions).map_err(encode_error)?;
+        let rows = sqlx::query(SESSION_LOGS)
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+        group_logs(sessions, &rows, |row| {
+            let session: String = row.try_get("session")?;
+            let event = decode_event(&session, row)?;
+            Ok((session, event))
+        })
+    }
 
+    async fn replace_projections(&self, rebuilt: &[Rebuilt]) -> StoreResult<()> {
+        let encoded = rebuilt
+            .iter()
+            .map(|r| {
+                Ok((
+                    r,
+                    NewInstance::all(&r.instances)?,
+                    to_json(&r.snapshot.state)?,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         let _writer = self.write_turn().await?;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
-        sqlx::query(PUT_SESSION)
-            .bind(session)
-            .bind(to_i64(rebuilt.version)?)
-            .bind(timestamp(rebuilt.updated_at))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(DELETE_INSTANCES)
-            .bind(session)
-            .execute(&mut *tx)
-            .await?;
-        upsert_instances(&mut tx, &instances).await?;
-        sqlx::query(DEQUEUE_ALL_BUT)
-            .bind(session)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
-        for chunk in queue.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(RESTORE_QUEUE);
-            insert.push("(").push(QUEUE_COLUMNS).push(") ");
-            insert.push_values(chunk, |mut row, entry| {
-                row.push_bind(session)
-                    .push_bind(&entry.instance)
-                    .push_bind(&entry.queue)
-                    .push_bind(&entry.run)
-                    .push_bind(timestamp(entry.available_at))
-                    .push_bind(&entry.lease_owner)
-                    .push_bind(&entry.lease_token)
-                    .push_bind(entry.lease_expires_at.map(timestamp));
-            });
-            insert.push(RESTORE_QUEUE_END);
-            insert.build().execute(&mut *tx).await?;
+        for (rebuilt, instances, state) in &encoded {
+            replace_session(&mut tx, rebuilt, instances, state).await?;
         }
-        sqlx::query(PUT_SNAPSHOT)
-            .bind(session)
-            .bind(to_i64(rebuilt.snapshot.version)?)
-            .bind(state)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// One session's part of `replace_projections`.
+async fn replace_session(
+    conn: &mut SqliteConnection,
+    rebuilt: &Rebuilt,
+    instances: &[NewInstance],
+    state: &str,
+) -> StoreResult<()> {
+    let session = rebuilt.session.as_str();
+    let queue = dedup_queue(&rebuilt.queue);
+    let keep = serde_json::to_string(&queue.iter().map(|e| &e.instance).collect::<Vec<_>>())
+        .map_err(encode_error)?;
+    sqlx::query(PUT_SESSION)
+        .bind(session)
+        .bind(to_i64(rebuilt.version)?)
+        .bind(timestamp(rebuilt.updated_at))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(DELETE_INSTANCES)
+        .bind(session)
+        .execute(&mut *conn)
+        .await?;
+    upsert_instances(&mut *conn, instances).await?;
+    sqlx::query(DEQUEUE_ALL_BUT)
+        .bind(session)
+        .bind(keep)
+        .execute(&mut *conn)
+        .await?;
+    for chunk in queue.chunks(CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(RESTORE_QUEUE);
+        insert.push("(").push(QUEUE_COLUMNS).push(") ");
+        insert.push_values(chunk, |mut row, entry| {
+            row.push_bind(session)
+                .push_bind(&entry.instance)
+                .push_bind(&entry.queue)
+                .push_bind(&entry.run)
+                .push_bind(timestamp(entry.available_at))
+                .push_bind(&entry.lease_owner)
+                .push_bind(&entry.lease_token)
+                .push_bind(entry.lease_expires_at.map(timestamp));
+        });
+        insert.push(RESTORE_QUEUE_END);
+        insert.build().execute(&mut *conn).await?;
+    }
+    sqlx::query(PUT_SNAPSHOT)
+        .bind(session)
+        .bind(to_i64(rebuilt.snapshot.version)?)
+        .bind(state)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// A commit, encoded and owned.

@@ -67,6 +67,8 @@ conformance!(
     replacing_projections_keeps_an_existing_lease,
     concurrent_commits_to_many_sessions_each_get_their_own_answer,
     a_locked_session_makes_other_writers_wait_then_lose,
+    session_logs_reads_many_logs_in_the_order_asked,
+    replacing_projections_of_many_sessions_writes_each,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -1431,7 +1433,7 @@ async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn Store>) {
         },
     ];
     store
-        .replace_projections(Rebuilt {
+        .replace_projections(&[Rebuilt {
             session: session.clone(),
             version: 3,
             updated_at: at(3),
@@ -1441,7 +1443,7 @@ async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn Store>) {
                 version: 3,
                 state: json!({"rebuilt": true}),
             },
-        })
+        }])
         .await
         .unwrap();
 
@@ -1487,7 +1489,7 @@ async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn Store>) {
     // Rebuilding a session with no projections yet creates them.
     let fresh = unique("fresh");
     store
-        .replace_projections(Rebuilt {
+        .replace_projections(&[Rebuilt {
             session: fresh.clone(),
             version: 1,
             updated_at: at(1),
@@ -1497,10 +1499,51 @@ async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn Store>) {
                 version: 1,
                 state: json!({}),
             },
-        })
+        }])
         .await
         .unwrap();
     assert_eq!(store.version(&fresh).await.unwrap(), 1);
+}
+
+async fn session_logs_reads_many_logs_in_the_order_asked(store: Arc<dyn Store>) {
+    let (a, b) = (unique("logs-a"), unique("logs-b"));
+    let log_a = vec![
+        fired(1, "x", json!({"n": 1})),
+        fired(2, "y", json!({"n": 2})),
+    ];
+    let log_b = vec![fired(1, "z", json!({"n": 3}))];
+    append(&*store, &a, 0, &log_a).await.unwrap();
+    append(&*store, &b, 0, &log_b).await.unwrap();
+
+    let asked = [b.clone(), unique("logs-none"), a.clone()];
+    let logs = store.session_logs(&asked).await.unwrap();
+    assert_eq!(logs, [log_b, Vec::new(), log_a]);
+    assert!(store.session_logs(&[]).await.unwrap().is_empty());
+}
+
+async fn replacing_projections_of_many_sessions_writes_each(store: Arc<dyn Store>) {
+    let sessions: Vec<String> = (0..3).map(|n| unique(&format!("many-{n}"))).collect();
+    let rebuilt: Vec<Rebuilt> = sessions
+        .iter()
+        .zip(1..)
+        .map(|(session, version)| Rebuilt {
+            session: session.clone(),
+            version,
+            updated_at: at(version as i64),
+            instances: Vec::new(),
+            queue: Vec::new(),
+            snapshot: StoredSnapshot {
+                version,
+                state: json!({ "session": session }),
+            },
+        })
+        .collect();
+    store.replace_projections(&rebuilt).await.unwrap();
+    for (session, version) in sessions.iter().zip(1..) {
+        assert_eq!(store.version(session).await.unwrap(), version);
+        let snapshot = store.snapshot(session).await.unwrap().unwrap();
+        assert_eq!(snapshot.state, json!({ "session": session }));
+    }
 }
 
 // ---------------------------------------------------------------------------
