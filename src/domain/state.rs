@@ -165,6 +165,37 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     text.iter().map(|&b| char::from(b)).collect()
 }
 
+/// Reads back what [`timestamp`] writes, `None` for any other text (callers fall
+/// back to a full RFC 3339 parser). Stored logs hold one per event, and chrono's
+/// general parser was a visible part of reading them.
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 27 || &bytes[4..5] != b"-" || &bytes[10..11] != b"T" || bytes[26] != b'Z' {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<u32> {
+        bytes[from..to].iter().try_fold(0_u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    let separators = [(7, b'-'), (13, b':'), (16, b':'), (19, b'.')];
+    if separators.iter().any(|&(at, byte)| bytes[at] != byte) {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(0, 4)?).ok()?,
+        number(5, 7)?,
+        number(8, 10)?,
+    )?;
+    let time = date.and_hms_micro_opt(
+        number(11, 13)?,
+        number(14, 16)?,
+        number(17, 19)?,
+        number(20, 26)?,
+    )?;
+    Some(time.and_utc())
+}
+
 impl SessionState {
     /// The empty state of a session never used (version 0).
     pub fn new(uid: impl Into<String>) -> Self {

@@ -129,3 +129,42 @@ fn a_refused_command_emits_nothing() {
     assert!(decider.events().is_empty());
     assert_eq!(state.version(), version);
 }
+
+mod timestamps {
+    use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+    use proptest::prelude::*;
+
+    use crate::domain::state::{parse_timestamp, timestamp};
+
+    proptest! {
+        /// The hand-written formatter writes what chrono writes, and the fast
+        /// parser reads it back, for any microsecond from year 0 to 9999.
+        #[test]
+        fn written_as_chrono_writes_and_read_back(micros in -62_167_219_200_000_000_i64..253_402_300_800_000_000) {
+            let at = DateTime::from_timestamp_micros(micros).unwrap();
+            let text = timestamp(at);
+            prop_assert_eq!(&text, &at.to_rfc3339_opts(SecondsFormat::Micros, true));
+            prop_assert_eq!(parse_timestamp(&text), Some(at));
+        }
+    }
+
+    #[test]
+    fn other_spellings_are_left_to_the_full_parser() {
+        for text in [
+            "2026-11-25T03:04:05.123456+00:00",
+            "2026-11-25T03:04:05Z",
+            "2026-11-25 03:04:05.123456Z",
+            "2026-13-25T03:04:05.123456Z",
+            "2026-11-25T03:04:05.12345xZ",
+            "+2026-11-25T03:04:05.12345Z",
+            "",
+        ] {
+            assert_eq!(parse_timestamp(text), None, "{text:?}");
+        }
+        let far = Utc.with_ymd_and_hms(12_000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            timestamp(far),
+            far.to_rfc3339_opts(SecondsFormat::Micros, true)
+        );
+    }
+}

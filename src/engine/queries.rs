@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedMutexGuard;
+
+use super::cache::Slot;
 use super::{instance_row, Engine, Error, Result};
 use crate::domain::{Event, InstanceStatus, SessionState, SessionUid};
 use crate::store::{InstanceRow, QueueEntry, Rebuilt, SessionSummary, StoredSnapshot};
@@ -97,12 +100,12 @@ impl Engine {
     /// Recomputes every projection and snapshot from the event log alone.
     ///
     /// Sessions go in batches of [`REBUILD_BATCH`]: one read of their logs, folds
-    /// spread over the cores, one transaction writing their projections. Each
-    /// session's cache slot is held from before its log is read until its new
-    /// state is in place, so commands on it wait rather than interleave.
+    /// spread over the cores, one transaction writing their projections; the
+    /// next batch is read and folded while one is written. Each session's cache
+    /// slot is held from before its log is read until its new state is in
+    /// place, so commands on it wait rather than interleave.
     pub async fn rebuild(&self) -> Result<RebuildReport> {
         let started = Instant::now();
-        let store = &self.inner.store;
         let mut report = RebuildReport {
             sessions: 0,
             events: 0,
@@ -110,61 +113,97 @@ impl Engine {
             queued: 0,
             elapsed: Duration::ZERO,
         };
-        let uids = store.session_uids().await?;
+        let uids = self.inner.store.session_uids().await?;
         for uid in &uids {
             SessionUid::parse(uid.as_str())?;
         }
-        let lanes = std::thread::available_parallelism().map_or(1, usize::from);
-        for batch in uids.chunks(REBUILD_BATCH) {
-            let mut slots = Vec::with_capacity(batch.len());
-            for uid in batch {
-                slots.push(self.inner.cache.slot(uid).lock_owned().await);
-            }
-            let logs = store.session_logs(batch).await?;
-            let mut work: Vec<(String, Vec<Event>)> = batch.iter().cloned().zip(logs).collect();
-            let per_lane = work.len().div_ceil(lanes).max(1);
-            let mut folds = Vec::new();
-            while !work.is_empty() {
-                let lane: Vec<_> = work.drain(..per_lane.min(work.len())).collect();
-                folds.push(tokio::task::spawn_blocking(move || {
-                    lane.into_iter()
-                        .map(|(uid, events)| rebuild_session(uid, &events))
-                        .collect::<Result<Vec<_>>>()
-                }));
-            }
-            let mut states = Vec::with_capacity(batch.len());
-            let mut rebuilt = Vec::with_capacity(batch.len());
-            for fold in folds {
-                let lane = match fold.await {
-                    Ok(lane) => lane?,
-                    Err(err) => std::panic::resume_unwind(err.into_panic()),
-                };
-                for (state, projections) in lane.into_iter().flatten() {
-                    report.sessions += 1;
-                    report.events += state.version();
-                    report.instances += projections.instances.len();
-                    report.queued += projections.queue.len();
-                    states.push(state);
-                    rebuilt.push(projections);
+        let mut batches = uids.chunks(REBUILD_BATCH);
+        let mut next = match batches.next() {
+            Some(batch) => Some(self.fold_batch(batch).await?),
+            None => None,
+        };
+        while let Some(mut batch) = next.take() {
+            let (written, folded) = tokio::join!(
+                self.inner.store.replace_projections(&batch.rebuilt),
+                async {
+                    match batches.next() {
+                        Some(upcoming) => self.fold_batch(upcoming).await.map(Some),
+                        None => Ok(None),
+                    }
                 }
+            );
+            written?;
+            next = folded?;
+            for projections in &batch.rebuilt {
+                report.sessions += 1;
+                report.events += projections.version;
+                report.instances += projections.instances.len();
+                report.queued += projections.queue.len();
             }
-            store.replace_projections(&rebuilt).await?;
             // `states` holds the sessions with events, in batch order.
-            let mut states = states.into_iter().peekable();
-            for (uid, slot) in batch.iter().zip(slots.iter_mut()) {
-                if let Some(state) = states.next_if(|state| state.uid() == uid) {
-                    slot.snapshot_version = state.version();
-                    slot.state = Some(Arc::new(state));
+            let mut states = batch.states.into_iter().peekable();
+            for slot in &mut batch.slots {
+                if let Some(state) = states.next_if(|state| state.uid() == slot.0) {
+                    slot.1.snapshot_version = state.version();
+                    slot.1.state = Some(Arc::new(state));
                 }
             }
         }
         report.elapsed = started.elapsed();
         Ok(report)
     }
+
+    /// `rebuild`'s read and fold of one batch of sessions, their slots held.
+    async fn fold_batch(&self, batch: &[String]) -> Result<FoldedBatch> {
+        let mut slots = Vec::with_capacity(batch.len());
+        for uid in batch {
+            let slot = self.inner.cache.slot(uid).lock_owned().await;
+            slots.push((uid.clone(), slot));
+        }
+        let logs = self.inner.store.session_logs(batch).await?;
+        let mut work: Vec<(String, Vec<Event>)> = batch.iter().cloned().zip(logs).collect();
+        let lanes = std::thread::available_parallelism().map_or(1, usize::from);
+        let per_lane = work.len().div_ceil(lanes).max(1);
+        let mut folds = Vec::with_capacity(lanes);
+        while !work.is_empty() {
+            let lane: Vec<_> = work.drain(..per_lane.min(work.len())).collect();
+            folds.push(tokio::task::spawn_blocking(move || {
+                lane.into_iter()
+                    .map(|(uid, events)| rebuild_session(uid, &events))
+                    .collect::<Result<Vec<_>>>()
+            }));
+        }
+        let mut folded = FoldedBatch {
+            slots,
+            states: Vec::with_capacity(batch.len()),
+            rebuilt: Vec::with_capacity(batch.len()),
+        };
+        for fold in folds {
+            let lane = match fold.await {
+                Ok(lane) => lane?,
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            };
+            for (state, projections) in lane.into_iter().flatten() {
+                folded.states.push(state);
+                folded.rebuilt.push(projections);
+            }
+        }
+        Ok(folded)
+    }
+}
+
+/// One batch of `rebuild`, folded and waiting to be written.
+struct FoldedBatch {
+    /// Each session's cache slot, held.
+    slots: Vec<(String, OwnedMutexGuard<Slot>)>,
+    /// The new states of the sessions with events, in batch order.
+    states: Vec<SessionState>,
+    /// Their projections.
+    rebuilt: Vec<Rebuilt>,
 }
 
 /// Sessions `rebuild` reads, folds and writes together.
-const REBUILD_BATCH: usize = 64;
+const REBUILD_BATCH: usize = 32;
 
 /// Folds one session's log into its state and the projections `rebuild` writes
 /// for it; `None` for a session without events.

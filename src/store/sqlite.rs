@@ -9,7 +9,7 @@
 //! front (waiting up to the busy timeout), never upgraded from a read snapshot
 //! that another writer may have made stale, which SQLite would refuse at once.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{
-    group_logs, Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary,
-    Store, StoreError, StoreResult, StoredSnapshot,
+    Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary, Store,
+    StoreError, StoreResult, StoredSnapshot,
 };
 use crate::domain::{Event, EventPayload, InstanceStatus};
 
@@ -84,9 +84,13 @@ const SESSIONS: &str = "SELECT uid, version, updated_at FROM sessions \
 /// cannot leave one, but `rebuild` should repair it if it happens).
 const SESSION_UIDS: &str = "SELECT uid FROM sessions UNION SELECT session FROM events ORDER BY 1";
 
-/// `session_logs`: the sessions are a JSON array in `?1`.
-const SESSION_LOGS: &str = "SELECT session, seq, kind, format, data, caused_by, at FROM events \
-     WHERE session IN (SELECT value FROM json_each(?1)) ORDER BY session, seq";
+/// `session_logs`: the sessions are a JSON array in `?1`. Each log comes back as
+/// one row holding a JSON array of `[seq, kind, format, data, caused_by, at]`:
+/// rows cross from sqlx's SQLite thread one at a time, so a row per event
+/// costs a thread hand-off per event, which dominated `rebuild`.
+const SESSION_LOGS: &str = "SELECT session, \
+     json_group_array(json_array(seq, kind, format, json(data), caused_by, at) ORDER BY seq) \
+     AS log FROM events WHERE session IN (SELECT value FROM json_each(?1)) GROUP BY session";
 
 /// Followed by `VALUES (..), (..)` and [`UPSERT_INSTANCES_END`].
 const UPSERT_INSTANCES: &str =
@@ -515,11 +519,28 @@ impl Store for SqliteStore {
             .bind(list)
             .fetch_all(&self.pool)
             .await?;
-        group_logs(sessions, &rows, |row| {
+        // Decoding is most of the work: each log on a blocking thread, in parallel.
+        let mut decoding = Vec::with_capacity(rows.len());
+        for row in rows {
             let session: String = row.try_get("session")?;
-            let event = decode_event(&session, row)?;
-            Ok((session, event))
-        })
+            let log: String = row.try_get("log")?;
+            decoding.push(tokio::task::spawn_blocking(move || {
+                let events = decode_log(&session, &log);
+                (session, events)
+            }));
+        }
+        let mut logs: HashMap<String, Vec<Event>> = HashMap::with_capacity(decoding.len());
+        for decoded in decoding {
+            let (session, events) = match decoded.await {
+                Ok(decoded) => decoded,
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            };
+            logs.insert(session, events?);
+        }
+        Ok(sessions
+            .iter()
+            .map(|session| logs.remove(session).unwrap_or_default())
+            .collect())
     }
 
     async fn replace_projections(&self, rebuilt: &[Rebuilt]) -> StoreResult<()> {
@@ -849,25 +870,52 @@ async fn apply_queue_op(
 }
 
 fn decode_event(session: &str, row: &SqliteRow) -> StoreResult<Event> {
-    let seq: i64 = row.try_get("seq")?;
-    let corrupt =
-        |what: String| StoreError::Corrupt(format!("event {seq} of session {session:?}: {what}"));
-    let kind: String = row.try_get("kind")?;
-    let format: i32 = row.try_get("format")?;
     let data: String = row.try_get("data")?;
-    let caused_by: Option<i64> = row.try_get("caused_by")?;
-    let at: String = row.try_get("at")?;
-    let data: Value = serde_json::from_str(&data).map_err(|err| corrupt(err.to_string()))?;
-    Ok(Event {
-        seq: u64::try_from(seq).map_err(|_| corrupt("negative seq".into()))?,
-        at: parse_timestamp(&at).map_err(|err| corrupt(err.to_string()))?,
-        caused_by: caused_by
-            .map(u64::try_from)
-            .transpose()
-            .map_err(|_| corrupt("negative causedBy".into()))?,
-        payload: EventPayload::from_data(&kind, format, data)
-            .map_err(|err| corrupt(err.to_string()))?,
-    })
+    let seq = row.try_get("seq")?;
+    StoredEvent(
+        seq,
+        row.try_get("kind")?,
+        row.try_get("format")?,
+        serde_json::from_str(&data).map_err(|err| {
+            StoreError::Corrupt(format!("event {seq} of session {session:?}: {err}"))
+        })?,
+        row.try_get("caused_by")?,
+        row.try_get("at")?,
+    )
+    .decode(session)
+}
+
+/// A log as [`SESSION_LOGS`] aggregates it.
+fn decode_log(session: &str, log: &str) -> StoreResult<Vec<Event>> {
+    let stored: Vec<StoredEvent> = serde_json::from_str(log)
+        .map_err(|err| StoreError::Corrupt(format!("log of session {session:?}: {err}")))?;
+    stored
+        .into_iter()
+        .map(|event| event.decode(session))
+        .collect()
+}
+
+/// An event row as read: seq, kind, format, data, caused_by, at.
+#[derive(serde::Deserialize)]
+struct StoredEvent(i64, String, i32, Value, Option<i64>, String);
+
+impl StoredEvent {
+    fn decode(self, session: &str) -> StoreResult<Event> {
+        let StoredEvent(seq, kind, format, data, caused_by, at) = self;
+        let corrupt = |what: String| {
+            StoreError::Corrupt(format!("event {seq} of session {session:?}: {what}"))
+        };
+        Ok(Event {
+            seq: u64::try_from(seq).map_err(|_| corrupt("negative seq".into()))?,
+            at: parse_timestamp(&at).map_err(|err| corrupt(err.to_string()))?,
+            caused_by: caused_by
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| corrupt("negative causedBy".into()))?,
+            payload: EventPayload::from_data(&kind, format, data)
+                .map_err(|err| corrupt(err.to_string()))?,
+        })
+    }
 }
 
 fn decode_instance(row: &SqliteRow) -> StoreResult<InstanceRow> {
@@ -921,6 +969,9 @@ fn timestamp(at: DateTime<Utc>) -> String {
 }
 
 fn parse_timestamp(text: &str) -> StoreResult<DateTime<Utc>> {
+    if let Some(at) = crate::domain::state::parse_timestamp(text) {
+        return Ok(at);
+    }
     DateTime::parse_from_rfc3339(text)
         .map(|at| at.with_timezone(&Utc))
         .map_err(|err| StoreError::Corrupt(format!("timestamp {text:?}: {err}")))
