@@ -20,6 +20,8 @@ use super::{
 };
 use crate::domain::{Event, EventPayload, InstanceStatus};
 
+mod one_trip;
+
 const PING: &str = "SELECT 1";
 
 /// The guard of a session's first commit: fails (0 rows) if someone else created it.
@@ -213,6 +215,9 @@ impl Store for PostgresStore {
 
     async fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
         if commit.events.is_empty() && commit.instances.is_empty() && commit.queue.is_empty() {
+            return Ok(());
+        }
+        if one_trip::commit(&self.pool, &commit).await? {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
@@ -782,6 +787,16 @@ fn encode_error(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Sto
 }
 
 /// `unique_violation` (SQLSTATE 23505).
+/// A unique violation of the log's (session, seq) key: another writer took the seq.
+fn is_event_collision(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("23505") && db.constraint() == Some("events_pkey")
+        }
+        _ => false,
+    }
+}
+
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => db.code().as_deref() == Some("23505"),

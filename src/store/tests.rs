@@ -69,6 +69,8 @@ conformance!(
     a_locked_session_makes_other_writers_wait_then_lose,
     session_logs_reads_many_logs_in_the_order_asked,
     replacing_projections_of_many_sessions_writes_each,
+    a_decision_that_enqueues_and_leases_leaves_one_leased_row,
+    a_decision_whose_lease_fails_writes_nothing,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -1544,6 +1546,94 @@ async fn replacing_projections_of_many_sessions_writes_each(store: Arc<dyn Store
         let snapshot = store.snapshot(session).await.unwrap().unwrap();
         assert_eq!(snapshot.state, json!({ "session": session }));
     }
+}
+
+/// What an inline start commits: events, the row enqueued and leased at once, and
+/// another instance's row removed, in one decision (one statement on PostgreSQL).
+async fn a_decision_that_enqueues_and_leases_leaves_one_leased_row(store: Arc<dyn Store>) {
+    let session = unique("start");
+    let queue = unique("q-start");
+    let token = unique("token");
+    let events = [fired(1, "page", json!({})), created(2, "a#0", 1)];
+    store
+        .commit(Commit {
+            session: &session,
+            expected_version: 0,
+            events: &events,
+            instances: vec![instance_row(
+                &session,
+                "a#0",
+                "a",
+                InstanceStatus::Running,
+                2,
+            )],
+            queue: vec![
+                enqueue("a#0", &queue, at(1)),
+                enqueue("b#0", &queue, at(1)),
+                lease("a#0", &token, at(900), at(2), None),
+                QueueOp::Remove {
+                    instance: "b#0".to_owned(),
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    let held = store.lease(&token).await.unwrap().expect("leased");
+    assert_eq!(
+        (
+            held.instance.as_str(),
+            held.lease_expires_at,
+            held.available_at
+        ),
+        ("a#0", Some(at(900)), at(1))
+    );
+    assert_eq!(held.lease_owner, Some(format!("owner-of-{token}")));
+    assert!(store.claimable(&queue, at(2), 10).await.unwrap().is_empty());
+    assert_eq!(store.events(&session, 0, None).await.unwrap(), events);
+
+    // Enqueued again by a later decision: the lease is dropped.
+    store
+        .commit(Commit {
+            session: &session,
+            expected_version: 2,
+            events: &[fired(3, "page", json!({}))],
+            instances: Vec::new(),
+            queue: vec![enqueue("a#0", &queue, at(3))],
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.lease(&token).await.unwrap(), None);
+    let claimable = store.claimable(&queue, at(3), 10).await.unwrap();
+    assert_eq!(claimable.len(), 1);
+    assert_eq!(claimable[0].instance, "a#0");
+}
+
+/// A lease that only the stored row can grant (a cooldown not over yet) fails
+/// the whole decision, events included.
+async fn a_decision_whose_lease_fails_writes_nothing(store: Arc<dyn Store>) {
+    let session = unique("cooling");
+    let queue = unique("q-cooling");
+    let err = store
+        .commit(Commit {
+            session: &session,
+            expected_version: 0,
+            events: &[fired(1, "page", json!({}))],
+            instances: Vec::new(),
+            queue: vec![
+                enqueue("a#0", &queue, at(50)),
+                lease("a#0", &unique("token"), at(900), at(2), None),
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    assert_eq!(store.version(&session).await.unwrap(), 0);
+    assert!(store.events(&session, 0, None).await.unwrap().is_empty());
+    assert!(store
+        .claimable(&queue, at(60), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 // ---------------------------------------------------------------------------
