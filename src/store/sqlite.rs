@@ -120,6 +120,14 @@ const ENQUEUE: &str = "INSERT INTO queue \
      available_at = excluded.available_at, \
      lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
 
+/// An enqueue and the lease taken on it in the same commit, as one row.
+const ENQUEUE_LEASED: &str = "INSERT INTO queue \
+     (session, instance, queue, run, available_at, lease_owner, lease_token, lease_expires_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT (session, instance) DO UPDATE SET queue = excluded.queue, run = excluded.run, \
+     available_at = excluded.available_at, lease_owner = excluded.lease_owner, \
+     lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at";
+
 const DEQUEUE: &str = "DELETE FROM queue WHERE session = ?1 AND instance = ?2";
 
 /// Takes a free or expired lease (no `?7`), or renews one still held under token
@@ -683,8 +691,12 @@ async fn write_decision(
         }
     }
     upsert_instances(&mut *conn, &decision.instances).await?;
-    for op in &decision.queue {
-        apply_queue_op(&mut *conn, session, op).await?;
+    let mut ops = decision.queue.iter().peekable();
+    while let Some(op) = ops.next() {
+        match ops.next_if(|next| leases_fresh_row(op, next)) {
+            Some(lease) => enqueue_leased(&mut *conn, session, op, lease).await?,
+            None => apply_queue_op(&mut *conn, session, op).await?,
+        }
     }
     Ok(())
 }
@@ -809,6 +821,57 @@ async fn upsert_instances(conn: &mut SqliteConnection, rows: &[NewInstance]) -> 
         insert.push(UPSERT_INSTANCES_END);
         insert.build().execute(&mut *conn).await?;
     }
+    Ok(())
+}
+
+/// An enqueue followed by the lease its committer takes on the fresh row at once
+/// (an inline start): [`enqueue_leased`] writes both in one statement.
+fn leases_fresh_row(op: &QueueOp, next: &QueueOp) -> bool {
+    matches!(
+        (op, next),
+        (
+            QueueOp::Enqueue { instance, available_at, .. },
+            QueueOp::Lease { instance: leased, now, current_token: None, .. },
+        ) if instance == leased && available_at <= now
+    )
+}
+
+/// The row an enqueue and then its lease would leave: the lease's conditions
+/// hold by construction on a row just enqueued and available.
+async fn enqueue_leased(
+    conn: &mut SqliteConnection,
+    session: &str,
+    enqueue: &QueueOp,
+    lease: &QueueOp,
+) -> StoreResult<()> {
+    let (
+        QueueOp::Enqueue {
+            instance,
+            queue,
+            run,
+            available_at,
+        },
+        QueueOp::Lease {
+            owner,
+            token,
+            expires_at,
+            ..
+        },
+    ) = (enqueue, lease)
+    else {
+        unreachable!("checked by leases_fresh_row");
+    };
+    sqlx::query(ENQUEUE_LEASED)
+        .bind(session)
+        .bind(instance)
+        .bind(queue)
+        .bind(run)
+        .bind(timestamp(*available_at))
+        .bind(owner)
+        .bind(token)
+        .bind(timestamp(*expires_at))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -71,6 +71,7 @@ conformance!(
     replacing_projections_of_many_sessions_writes_each,
     a_decision_that_enqueues_and_leases_leaves_one_leased_row,
     a_decision_whose_lease_fails_writes_nothing,
+    an_outcome_reported_under_a_lost_lease_writes_nothing,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -1634,6 +1635,69 @@ async fn a_decision_whose_lease_fails_writes_nothing(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// What an outcome commits: events, the row removed, under the lease its holder
+/// reports (one statement on PostgreSQL). An expired or foreign token refuses the
+/// whole decision with `LeaseLost`; a stale version is a `Conflict` first.
+async fn an_outcome_reported_under_a_lost_lease_writes_nothing(store: Arc<dyn Store>) {
+    let session = unique("outcome");
+    let queue = unique("q-outcome");
+    let token = unique("token");
+    store
+        .commit(Commit {
+            session: &session,
+            expected_version: 0,
+            events: &[fired(1, "page", json!({})), created(2, "t#0", 1)],
+            instances: Vec::new(),
+            queue: vec![
+                enqueue("t#0", &queue, at(0)),
+                lease("t#0", &token, at(100), at(0), None),
+            ],
+        })
+        .await
+        .unwrap();
+    let report = |version: u64, now: DateTime<Utc>, under: &str| Commit {
+        session: &session,
+        expected_version: version,
+        events: &[],
+        instances: Vec::new(),
+        queue: vec![
+            lease("t#0", under, at(200), now, Some(under)),
+            QueueOp::Remove {
+                instance: "t#0".to_owned(),
+            },
+        ],
+    };
+    let events = [applied(3, "t#0", 1)];
+    for (version, now, under, lost) in [
+        (2, at(100), token.as_str(), true),  // expired
+        (2, at(50), "someone-else", true),   // not the holder
+        (1, at(100), token.as_str(), false), // stale and expired: stale first
+    ] {
+        let result = store
+            .commit(Commit {
+                events: &events,
+                ..report(version, now, under)
+            })
+            .await;
+        match result {
+            Err(StoreError::LeaseLost { instance, .. }) if lost => assert_eq!(instance, "t#0"),
+            Err(StoreError::Conflict { .. }) if !lost => {}
+            other => panic!("version {version}, {under} at {now}: {other:?}"),
+        }
+        assert_eq!(store.version(&session).await.unwrap(), 2);
+        assert!(store.lease(&token).await.unwrap().is_some());
+    }
+    store
+        .commit(Commit {
+            events: &events,
+            ..report(2, at(50), &token)
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.version(&session).await.unwrap(), 3);
+    assert_eq!(store.lease(&token).await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------------------
