@@ -2,8 +2,8 @@
 //!
 //! The transaction path sends `BEGIN`, the version guard, the events, the
 //! instance rows, one statement per queue change and `COMMIT`: 6-8 round trips,
-//! and under load most of PostgreSQL's CPU goes to those statements. Here the
-//! whole decision is one statement of data-modifying CTEs over array parameters.
+//! each a wait on the network and the server. Here the whole decision is one
+//! statement of data-modifying CTEs over array parameters.
 //! A single statement is atomic on its own, so there is no `BEGIN`/`COMMIT`.
 //! Every write joins the guard's `RETURNING` row, so when the guard finds the
 //! session moved on, nothing is written and the statement returns 0.
