@@ -299,6 +299,35 @@ impl EventPayload {
     }
 }
 
+impl EventPayload {
+    /// [`Self::from_data`] from the stored text. A payload in today's format is
+    /// parsed once, straight into its variant (the text with the `kind` tag put
+    /// in front); an older one goes through [`Self::from_data`]'s upcasts. Every
+    /// read of a log decodes this way, so it is what `rebuild` and catch-up reads
+    /// spend most of their time on.
+    pub fn from_data_text(kind: &str, format: i32, data: &str) -> Result<Self, DomainError> {
+        if format != PAYLOAD_FORMAT {
+            let data = serde_json::from_str(data)
+                .map_err(|err| DomainError::Corrupt(format!("{kind} payload: {err}")))?;
+            return Self::from_data(kind, format, data);
+        }
+        let Some(fields) = data.trim_start().strip_prefix('{') else {
+            return Err(DomainError::Corrupt(format!(
+                "{kind} payload is not an object"
+            )));
+        };
+        let mut tagged = String::with_capacity(data.len() + kind.len() + 12);
+        tagged.push_str("{\"kind\":");
+        tagged.push_str(&Value::from(kind).to_string());
+        if !fields.trim_start().starts_with('}') {
+            tagged.push(',');
+        }
+        tagged.push_str(fields);
+        serde_json::from_str(&tagged)
+            .map_err(|err| DomainError::Corrupt(format!("{kind} payload: {err}")))
+    }
+}
+
 /// Rewrites the data of a `kind` event from one payload format to the next, or
 /// says what in it does not fit the older format.
 type Upcast = fn(kind: &str, data: &mut JsonObject) -> Result<(), String>;
@@ -519,6 +548,107 @@ mod tests {
                 message.contains("InstanceScheduled payload: runner")
                     && message.contains(r#"is not "inline" or "worker:<queue>""#),
                 "{message}"
+            );
+        }
+    }
+
+    /// One payload of every kind, with the optional fields filled in.
+    fn one_of_each_kind() -> Vec<EventPayload> {
+        let o = json!({"k": [1, 2.5, "v", null, {"deep": true}]});
+        [
+            json!({"kind": "SessionConfigured", "tasks": {}}),
+            json!({"kind": "TriggerFired", "trigger": "a", "kwargs": o, "idempotencyKey": "k1"}),
+            json!({"kind": "InstanceCreated", "instance": "t#0", "task": "t", "kwargs": o,
+                   "kwargsSources": {"a": 2}, "abandonState": ["u"], "abandonSources": {"u": 3},
+                   "parent": "t#1", "depth": 2}),
+            json!({"kind": "TriggerApplied", "instance": "t#0", "trigger": "a", "role": "unless"}),
+            json!({"kind": "InstanceScheduled", "instance": "t#0", "runner": "worker:q",
+                   "notBefore": "2026-11-25T08:00:00.123456Z"}),
+            json!({"kind": "InstanceStarted", "instance": "t#0", "actualKwargs": o, "attempt": 2,
+                   "worker": "w", "leaseExpiresAt": "2026-11-25T08:00:00Z"}),
+            json!({"kind": "InstanceFinished", "instance": "t#0", "result": o, "logLevel": 20}),
+            json!({"kind": "InstanceFailed", "instance": "t#0", "exceptionType": "E",
+                   "exceptionInfo": "line\n\"quoted\" \u{e9}", "exceptionContext": o,
+                   "logLevel": 40, "cooldown": 0.1}),
+            json!({"kind": "InstanceSkipped", "instance": "t#0", "metadata": o}),
+            json!({"kind": "InstanceReplayed", "instance": "t#0", "clone": "t#2",
+                   "replacementKwargs": o}),
+            json!({"kind": "InstanceAbandoned", "instance": "t#0"}),
+            json!({"kind": "InstanceStatusChanged", "instance": "t#0", "status": "failed",
+                   "metadata": o}),
+            json!({"kind": "InstanceMetadataUpdated", "instance": "t#0", "metadata": o}),
+            json!({"kind": "InstanceLogsResolved", "instance": "t#0"}),
+            json!({"kind": "InstanceLeaseExpired", "instance": "t#0", "worker": "w"}),
+        ]
+        .into_iter()
+        .map(|tagged| serde_json::from_value(tagged).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn stored_text_decodes_to_the_payload_that_was_written() {
+        let payloads = one_of_each_kind();
+        assert_eq!(payloads.len(), 15, "one per kind");
+        for payload in payloads {
+            let kind = payload.kind();
+            let data = payload.to_data();
+            for text in [
+                data.to_string(),
+                serde_json::to_string_pretty(&data).unwrap(),
+            ] {
+                assert_eq!(
+                    EventPayload::from_data_text(kind, PAYLOAD_FORMAT, &text).unwrap(),
+                    payload,
+                    "{text}"
+                );
+            }
+            assert_eq!(
+                EventPayload::from_data(kind, PAYLOAD_FORMAT, data).unwrap(),
+                payload
+            );
+        }
+    }
+
+    #[test]
+    fn stored_text_in_an_older_format_is_upcast() {
+        let text = r#"{"instance": "t#1", "runner": {"runner": "worker", "queue": "q"}}"#;
+        assert_eq!(
+            EventPayload::from_data_text("InstanceScheduled", 1, text).unwrap(),
+            scheduled(Runner::Worker("q".into()), None)
+        );
+        let message = corrupt_message(EventPayload::from_data_text("InstanceScheduled", 1, "{"));
+        assert!(
+            message.starts_with("InstanceScheduled payload: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn stored_text_that_does_not_fit_its_kind_is_reported_as_corrupt() {
+        let cases = [
+            ("InstanceAbandoned", "[1]", "is not an object"),
+            ("InstanceAbandoned", "\"t#0\"", "is not an object"),
+            ("InstanceAbandoned", "{}", "missing field `instance`"),
+            ("InstanceAbandoned", " { } ", "missing field `instance`"),
+            ("InstanceAbandoned", r#"{"instance": 5}"#, "invalid type"),
+            (
+                "InstanceAbandoned",
+                r#"{"instance": "t#0"} x"#,
+                "trailing characters",
+            ),
+            ("InstanceAbandoned", r#"{"instance": "t#0""#, "EOF"),
+            ("Nope", r#"{"instance": "t#0"}"#, "unknown variant `Nope`"),
+            (
+                "InstanceAbandoned",
+                r#"{"kind": "InstanceLogsResolved", "instance": "t#0"}"#,
+                "duplicate field `kind`",
+            ),
+        ];
+        for (kind, text, expected) in cases {
+            let message = corrupt_message(EventPayload::from_data_text(kind, PAYLOAD_FORMAT, text));
+            assert!(
+                message.starts_with(&format!("{kind} payload")) && message.contains(expected),
+                "{kind} {text}: {message}"
             );
         }
     }

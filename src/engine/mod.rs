@@ -587,7 +587,7 @@ pub(crate) fn instance_row(session: &str, inst: &crate::domain::Instance) -> Ins
         status: inst.status,
         created_seq: inst.created_seq,
         updated_at,
-        body: serde_json::to_value(inst).expect("instances always serialise"),
+        body: serde_json::to_string(inst).expect("instances always serialise"),
     }
 }
 

@@ -122,32 +122,49 @@ impl Engine {
             Some(batch) => Some(self.fold_batch(batch).await?),
             None => None,
         };
-        while let Some(mut batch) = next.take() {
-            let (written, folded) = tokio::join!(
-                self.inner.store.replace_projections(&batch.rebuilt),
-                async {
-                    match batches.next() {
-                        Some(upcoming) => self.fold_batch(upcoming).await.map(Some),
-                        None => Ok(None),
-                    }
-                }
-            );
-            written?;
-            next = folded?;
-            for projections in &batch.rebuilt {
+        while let Some(batch) = next.take() {
+            let FoldedBatch {
+                mut slots,
+                states,
+                rebuilt,
+            } = batch;
+            for projections in &rebuilt {
                 report.sessions += 1;
                 report.events += projections.version;
                 report.instances += projections.instances.len();
                 report.queued += projections.queue.len();
             }
+            // The write (encoding included) is a task of its own, so the next
+            // batch is read and folded on the other cores meanwhile. Should
+            // `rebuild` be dropped half way, the write is dropped with it, as it
+            // would be were it awaited here.
+            let store = self.inner.store.clone();
+            let mut write = AbortOnDrop(tokio::spawn(async move {
+                let written = store.replace_projections(&rebuilt).await;
+                drop_elsewhere(rebuilt);
+                written
+            }));
+            let folded = match batches.next() {
+                Some(upcoming) => self.fold_batch(upcoming).await.map(Some),
+                None => Ok(None),
+            };
+            // The slots stay held until the write is over, even when the fold failed.
+            match (&mut write.0).await {
+                Ok(written) => written?,
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            }
+            next = folded?;
             // `states` holds the sessions with events, in batch order.
-            let mut states = batch.states.into_iter().peekable();
-            for slot in &mut batch.slots {
+            let mut states = states.into_iter().peekable();
+            let mut replaced = Vec::with_capacity(slots.len());
+            for slot in &mut slots {
                 if let Some(state) = states.next_if(|state| state.uid() == slot.0) {
                     slot.1.snapshot_version = state.version();
-                    slot.1.state = Some(Arc::new(state));
+                    replaced.push(slot.1.state.replace(Arc::new(state)));
                 }
             }
+            drop(slots);
+            drop_elsewhere(replaced);
         }
         report.elapsed = started.elapsed();
         Ok(report)
@@ -200,6 +217,21 @@ struct FoldedBatch {
     states: Vec<SessionState>,
     /// Their projections.
     rebuilt: Vec<Rebuilt>,
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Frees a large value (states, projections: many small allocations) on a
+/// blocking thread rather than on the async path that let go of it.
+fn drop_elsewhere<T: Send + 'static>(value: T) {
+    tokio::task::spawn_blocking(move || drop(value));
 }
 
 /// Sessions `rebuild` reads, folds and writes together.

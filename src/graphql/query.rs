@@ -76,7 +76,7 @@ impl Query {
             .gql()?;
         rows.into_iter()
             .map(|row| {
-                let instance: Instance = serde_json::from_value(row.body).map_err(|err| {
+                let instance: Instance = serde_json::from_str(&row.body).map_err(|err| {
                     from_engine(&Error::Corrupt(format!(
                         "instance row {:?} of session {:?}: {err}",
                         row.name, row.session

@@ -140,8 +140,8 @@ pub struct InstanceRow {
     pub created_seq: u64,
     /// `lastModified`.
     pub updated_at: DateTime<Utc>,
-    /// The whole `Instance`, serialised.
-    pub body: Value,
+    /// The whole `Instance` as JSON text, stored and read back as is.
+    pub body: String,
 }
 
 /// A scheduled or running instance waiting in (or leased from) the queue.

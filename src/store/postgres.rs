@@ -63,9 +63,11 @@ const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VAL
      ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state \
      WHERE excluded.version >= snapshots.version";
 
-/// `replace_projections`: a rebuilt snapshot is always right, whatever was there.
+/// `replace_projections`: a rebuilt snapshot is always right, whatever was there
+/// (an identical one is left alone).
 const PUT_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VALUES ($1, $2, $3) \
-     ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state";
+     ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state \
+     WHERE (snapshots.version, snapshots.state) IS DISTINCT FROM (excluded.version, excluded.state)";
 
 /// UIDs are never empty, so `uid > ''` lists them all.
 const SESSIONS: &str = "SELECT uid, version, updated_at FROM sessions \
@@ -81,11 +83,17 @@ const SESSION_LOGS: &str = "SELECT session, seq, kind, format, data, caused_by, 
 /// Followed by `VALUES (..), (..)` and [`UPSERT_INSTANCES_END`].
 const UPSERT_INSTANCES: &str =
     "INSERT INTO instances (session, name, task, status, created_seq, updated_at, body) ";
+/// A row that would not change is left alone (no new row version), so a
+/// `rebuild` over projections that were right writes next to nothing.
 const UPSERT_INSTANCES_END: &str = " ON CONFLICT (session, name) DO UPDATE SET \
      task = excluded.task, status = excluded.status, created_seq = excluded.created_seq, \
-     updated_at = excluded.updated_at, body = excluded.body";
+     updated_at = excluded.updated_at, body = excluded.body \
+     WHERE (instances.task, instances.status, instances.created_seq, instances.updated_at, \
+     instances.body) IS DISTINCT FROM (excluded.task, excluded.status, excluded.created_seq, \
+     excluded.updated_at, excluded.body)";
 
-const DELETE_INSTANCES: &str = "DELETE FROM instances WHERE session = $1";
+/// `replace_projections`: drops the session's instances not in `$2`.
+const DELETE_INSTANCES_BUT: &str = "DELETE FROM instances WHERE session = $1 AND name <> ALL($2)";
 
 /// Followed by the filters built in `instances`, then [`INSTANCES_END`].
 const INSTANCES: &str =
@@ -139,7 +147,9 @@ const DEQUEUE_ALL_BUT: &str = "DELETE FROM queue WHERE session = $1 AND instance
 /// their lease.
 const RESTORE_QUEUE: &str = "INSERT INTO queue ";
 const RESTORE_QUEUE_END: &str = " ON CONFLICT (session, instance) DO UPDATE SET \
-     queue = excluded.queue, run = excluded.run, available_at = excluded.available_at";
+     queue = excluded.queue, run = excluded.run, available_at = excluded.available_at \
+     WHERE (queue.queue, queue.run, queue.available_at) \
+     IS DISTINCT FROM (excluded.queue, excluded.run, excluded.available_at)";
 
 /// Rows per multi-row INSERT, well under PostgreSQL's 65535 bound parameters.
 const CHUNK: usize = 500;
@@ -440,8 +450,10 @@ async fn replace_session(conn: &mut PgConnection, rebuilt: &Rebuilt) -> StoreRes
         .bind(rebuilt.updated_at)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(DELETE_INSTANCES)
+    let names: Vec<&str> = instances.iter().map(|i| i.name).collect();
+    sqlx::query(DELETE_INSTANCES_BUT)
         .bind(session)
+        .bind(names)
         .execute(&mut *conn)
         .await?;
     upsert_instances(&mut *conn, &instances).await?;
@@ -600,7 +612,7 @@ struct NewInstance<'a> {
     status: &'static str,
     created_seq: i64,
     updated_at: DateTime<Utc>,
-    body: String,
+    body: &'a str,
 }
 
 impl<'a> NewInstance<'a> {
@@ -618,7 +630,7 @@ impl<'a> NewInstance<'a> {
                     status: row.status.as_str(),
                     created_seq: to_i64(row.created_seq)?,
                     updated_at: row.updated_at,
-                    body: to_json(&row.body)?,
+                    body: &row.body,
                 });
             }
         }
@@ -649,7 +661,7 @@ async fn upsert_instances(conn: &mut PgConnection, rows: &[NewInstance<'_>]) -> 
                 .push_bind(instance.status)
                 .push_bind(instance.created_seq)
                 .push_bind(instance.updated_at)
-                .push_bind(&instance.body);
+                .push_bind(instance.body);
         });
         insert.push(UPSERT_INSTANCES_END);
         insert.build().execute(&mut *conn).await?;
@@ -714,11 +726,10 @@ fn decode_event(session: &str, row: &PgRow) -> StoreResult<Event> {
     let seq: i64 = row.try_get("seq")?;
     let corrupt =
         |what: String| StoreError::Corrupt(format!("event {seq} of session {session:?}: {what}"));
-    let kind: String = row.try_get("kind")?;
+    let kind: &str = row.try_get("kind")?;
     let format: i32 = row.try_get("format")?;
-    let data: String = row.try_get("data")?;
+    let data: &str = row.try_get("data")?;
     let caused_by: Option<i64> = row.try_get("caused_by")?;
-    let data: Value = serde_json::from_str(&data).map_err(|err| corrupt(err.to_string()))?;
     Ok(Event {
         seq: u64::try_from(seq).map_err(|_| corrupt("negative seq".into()))?,
         at: row.try_get("at")?,
@@ -726,7 +737,7 @@ fn decode_event(session: &str, row: &PgRow) -> StoreResult<Event> {
             .map(u64::try_from)
             .transpose()
             .map_err(|_| corrupt("negative causedBy".into()))?,
-        payload: EventPayload::from_data(&kind, format, data)
+        payload: EventPayload::from_data_text(kind, format, data)
             .map_err(|err| corrupt(err.to_string()))?,
     })
 }
@@ -745,7 +756,6 @@ fn decode_instance(row: &PgRow) -> StoreResult<InstanceRow> {
     let created_seq =
         u64::try_from(created_seq).map_err(|_| corrupt("negative created_seq".into()))?;
     let body: String = row.try_get("body")?;
-    let body = serde_json::from_str(&body).map_err(|err| corrupt(err.to_string()))?;
     Ok(InstanceRow {
         task: row.try_get("task")?,
         status,

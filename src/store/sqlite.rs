@@ -9,12 +9,14 @@
 //! front (waiting up to the busy timeout), never upgraded from a read snapshot
 //! that another writer may have made stale, which SQLite would refuse at once.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -74,7 +76,8 @@ const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VAL
 
 /// `replace_projections`: a rebuilt snapshot is always right, whatever was there.
 const PUT_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VALUES (?1, ?2, ?3) \
-     ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state";
+     ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state \
+     WHERE (snapshots.version, snapshots.state) IS NOT (excluded.version, excluded.state)";
 
 /// UIDs are never empty, so `uid > ''` lists them all.
 const SESSIONS: &str = "SELECT uid, version, updated_at FROM sessions \
@@ -87,19 +90,29 @@ const SESSION_UIDS: &str = "SELECT uid FROM sessions UNION SELECT session FROM e
 /// `session_logs`: the sessions are a JSON array in `?1`. Each log comes back as
 /// one row holding a JSON array of `[seq, kind, format, data, caused_by, at]`:
 /// rows cross from sqlx's SQLite thread one at a time, so a row per event
-/// costs a thread hand-off per event, which dominated `rebuild`.
-const SESSION_LOGS: &str = "SELECT session, \
-     json_group_array(json_array(seq, kind, format, json(data), caused_by, at) ORDER BY seq) \
-     AS log FROM events WHERE session IN (SELECT value FROM json_each(?1)) GROUP BY session";
+/// costs a thread hand-off per event, which dominated `rebuild`. The array is
+/// put together as text: `data` is stored JSON, so SQLite's JSON functions would
+/// only parse and re-print it.
+const SESSION_LOGS: &str = "SELECT session, '[' || group_concat('[' || seq || ',' || \
+     json_quote(kind) || ',' || format || ',' || data || ',' || ifnull(caused_by, 'null') || \
+     ',' || json_quote(at) || ']', ',' ORDER BY seq) || ']' AS log \
+     FROM events WHERE session IN (SELECT value FROM json_each(?1)) GROUP BY session";
 
 /// Followed by `VALUES (..), (..)` and [`UPSERT_INSTANCES_END`].
 const UPSERT_INSTANCES: &str =
     "INSERT INTO instances (session, name, task, status, created_seq, updated_at, body) ";
+/// A row that would not change is left alone: its pages stay clean, so a
+/// `rebuild` over projections that were right writes next to nothing.
 const UPSERT_INSTANCES_END: &str = " ON CONFLICT (session, name) DO UPDATE SET \
      task = excluded.task, status = excluded.status, created_seq = excluded.created_seq, \
-     updated_at = excluded.updated_at, body = excluded.body";
+     updated_at = excluded.updated_at, body = excluded.body \
+     WHERE (instances.task, instances.status, instances.created_seq, instances.updated_at, \
+     instances.body) IS NOT (excluded.task, excluded.status, excluded.created_seq, \
+     excluded.updated_at, excluded.body)";
 
-const DELETE_INSTANCES: &str = "DELETE FROM instances WHERE session = ?1";
+/// `replace_projections`: drops the session's instances not in `?2` (a JSON array).
+const DELETE_INSTANCES_BUT: &str = "DELETE FROM instances WHERE session = ?1 \
+     AND name NOT IN (SELECT value FROM json_each(?2))";
 
 /// Followed by the filters built in `instances`, then [`INSTANCES_END`].
 const INSTANCES: &str =
@@ -162,7 +175,9 @@ const DEQUEUE_ALL_BUT: &str = "DELETE FROM queue WHERE session = ?1 \
 /// their lease.
 const RESTORE_QUEUE: &str = "INSERT INTO queue ";
 const RESTORE_QUEUE_END: &str = " ON CONFLICT (session, instance) DO UPDATE SET \
-     queue = excluded.queue, run = excluded.run, available_at = excluded.available_at";
+     queue = excluded.queue, run = excluded.run, available_at = excluded.available_at \
+     WHERE (queue.queue, queue.run, queue.available_at) \
+     IS NOT (excluded.queue, excluded.run, excluded.available_at)";
 
 /// Rows per multi-row INSERT, well under SQLite's 32766 bound parameters.
 const CHUNK: usize = 500;
@@ -589,8 +604,11 @@ async fn replace_session(
         .bind(timestamp(rebuilt.updated_at))
         .execute(&mut *conn)
         .await?;
-    sqlx::query(DELETE_INSTANCES)
+    let names = serde_json::to_string(&instances.iter().map(|i| &i.name).collect::<Vec<_>>())
+        .map_err(encode_error)?;
+    sqlx::query(DELETE_INSTANCES_BUT)
         .bind(session)
+        .bind(names)
         .execute(&mut *conn)
         .await?;
     upsert_instances(&mut *conn, instances).await?;
@@ -785,7 +803,7 @@ impl NewInstance {
                     status: row.status.as_str(),
                     created_seq: to_i64(row.created_seq)?,
                     updated_at: timestamp(row.updated_at),
-                    body: to_json(&row.body)?,
+                    body: row.body.clone(),
                 });
             }
         }
@@ -933,49 +951,81 @@ async fn apply_queue_op(
 }
 
 fn decode_event(session: &str, row: &SqliteRow) -> StoreResult<Event> {
-    let data: String = row.try_get("data")?;
-    let seq = row.try_get("seq")?;
-    StoredEvent(
-        seq,
-        row.try_get("kind")?,
-        row.try_get("format")?,
-        serde_json::from_str(&data).map_err(|err| {
-            StoreError::Corrupt(format!("event {seq} of session {session:?}: {err}"))
-        })?,
-        row.try_get("caused_by")?,
-        row.try_get("at")?,
-    )
+    EventRow {
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        format: row.try_get("format")?,
+        data: row.try_get("data")?,
+        caused_by: row.try_get("caused_by")?,
+        at: row.try_get("at")?,
+    }
     .decode(session)
 }
 
-/// A log as [`SESSION_LOGS`] aggregates it.
+/// A log as [`SESSION_LOGS`] aggregates it. Each payload is decoded from its
+/// slice of the log's text, without a JSON tree of the log built first.
 fn decode_log(session: &str, log: &str) -> StoreResult<Vec<Event>> {
-    let stored: Vec<StoredEvent> = serde_json::from_str(log)
+    let logged: Vec<LoggedEvent> = serde_json::from_str(log)
         .map_err(|err| StoreError::Corrupt(format!("log of session {session:?}: {err}")))?;
-    stored
-        .into_iter()
-        .map(|event| event.decode(session))
+    logged
+        .iter()
+        .map(|LoggedEvent(seq, kind, format, data, caused_by, at)| {
+            EventRow {
+                seq: *seq,
+                kind,
+                format: *format,
+                data: data.get(),
+                caused_by: *caused_by,
+                at,
+            }
+            .decode(session)
+        })
         .collect()
 }
 
-/// An event row as read: seq, kind, format, data, caused_by, at.
+/// An event of an aggregated log: `[seq, kind, format, data, caused_by, at]`,
+/// borrowed from the log's text wherever JSON escaping allows.
 #[derive(serde::Deserialize)]
-struct StoredEvent(i64, String, i32, Value, Option<i64>, String);
+struct LoggedEvent<'a>(
+    i64,
+    #[serde(borrow)] Cow<'a, str>,
+    i32,
+    #[serde(borrow)] &'a RawValue,
+    Option<i64>,
+    #[serde(borrow)] Cow<'a, str>,
+);
 
-impl StoredEvent {
+/// An event row as read, its text columns borrowed.
+struct EventRow<'a> {
+    seq: i64,
+    kind: &'a str,
+    format: i32,
+    data: &'a str,
+    caused_by: Option<i64>,
+    at: &'a str,
+}
+
+impl EventRow<'_> {
     fn decode(self, session: &str) -> StoreResult<Event> {
-        let StoredEvent(seq, kind, format, data, caused_by, at) = self;
+        let EventRow {
+            seq,
+            kind,
+            format,
+            data,
+            caused_by,
+            at,
+        } = self;
         let corrupt = |what: String| {
             StoreError::Corrupt(format!("event {seq} of session {session:?}: {what}"))
         };
         Ok(Event {
             seq: u64::try_from(seq).map_err(|_| corrupt("negative seq".into()))?,
-            at: parse_timestamp(&at).map_err(|err| corrupt(err.to_string()))?,
+            at: parse_timestamp(at).map_err(|err| corrupt(err.to_string()))?,
             caused_by: caused_by
                 .map(u64::try_from)
                 .transpose()
                 .map_err(|_| corrupt("negative causedBy".into()))?,
-            payload: EventPayload::from_data(&kind, format, data)
+            payload: EventPayload::from_data_text(kind, format, data)
                 .map_err(|err| corrupt(err.to_string()))?,
         })
     }
@@ -996,7 +1046,6 @@ fn decode_instance(row: &SqliteRow) -> StoreResult<InstanceRow> {
         u64::try_from(created_seq).map_err(|_| corrupt("negative created_seq".into()))?;
     let updated_at = parse_timestamp(&row.try_get::<String, _>("updated_at")?)?;
     let body: String = row.try_get("body")?;
-    let body = serde_json::from_str(&body).map_err(|err| corrupt(err.to_string()))?;
     let task = row.try_get("task")?;
     Ok(InstanceRow {
         session,

@@ -189,7 +189,7 @@ fn instance_row(
         status,
         created_seq,
         updated_at: at(created_seq as i64 * 1000),
-        body: json!({"name": name, "zeta": [1, 2], "alpha": {"y": 1, "b": 2}}),
+        body: json!({"name": name, "zeta": [1, 2], "alpha": {"y": 1, "b": 2}}).to_string(),
     }
 }
 
@@ -655,7 +655,7 @@ async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
     let stale = row.clone();
     row.status = InstanceStatus::Scheduled;
     row.updated_at = at(99);
-    row.body = json!({"second": true, "first": false});
+    row.body = json!({"second": true, "first": false}).to_string();
     store
         .commit(Commit {
             session: &session,
@@ -669,10 +669,7 @@ async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
         .unwrap();
     let listed = store.instances(&[], Some(&task), 10, None).await.unwrap();
     assert_eq!(listed, [row]);
-    assert_eq!(
-        serde_json::to_string(&listed[0].body).unwrap(),
-        r#"{"second":true,"first":false}"#
-    );
+    assert_eq!(listed[0].body, r#"{"second":true,"first":false}"#);
 }
 
 async fn instances_are_listed_across_sessions_filtered_and_paged(store: Arc<dyn Store>) {
@@ -919,7 +916,7 @@ async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Store>) {
     let before = store.instances(&[], Some(&queue), 10, None).await.unwrap();
 
     let mut running = instance_row(&session, "t#0", &queue, InstanceStatus::Running, 2);
-    running.body = json!({"changed": true});
+    running.body = json!({"changed": true}).to_string();
     let result = store
         .commit(Commit {
             session: &session,
@@ -1387,7 +1384,11 @@ async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn Store>) {
             expected_version: 0,
             events: &events,
             instances: vec![
-                instance_row(&session, "a#0", &queue, InstanceStatus::Running, 2),
+                // Stale: the rebuilt row differs in status and body.
+                InstanceRow {
+                    body: json!({"stale": true}).to_string(),
+                    ..instance_row(&session, "a#0", &queue, InstanceStatus::Scheduled, 2)
+                },
                 instance_row(&session, "stray#0", &queue, InstanceStatus::Failed, 7),
             ],
             queue: vec![

@@ -2059,7 +2059,7 @@ async fn sessions_and_instances_are_listed_across_sessions(db: TestDb) {
     );
     // The listing holds the same instance as the session.
     let row = &ok_page[0];
-    let inst: triggers::domain::Instance = serde_json::from_value(row.body.clone()).unwrap();
+    let inst: triggers::domain::Instance = serde_json::from_str(&row.body).unwrap();
     assert_eq!(&inst, instance(&s1, "t_ok#0"));
 }
 

@@ -229,12 +229,7 @@ pub(super) async fn commit(pool: &PgPool, commit: &Commit<'_>) -> StoreResult<bo
         .bind(instances.iter().map(|i| i.status).collect::<Vec<_>>())
         .bind(instances.iter().map(|i| i.created_seq).collect::<Vec<_>>())
         .bind(instances.iter().map(|i| i.updated_at).collect::<Vec<_>>())
-        .bind(
-            instances
-                .iter()
-                .map(|i| i.body.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(instances.iter().map(|i| i.body).collect::<Vec<_>>())
         .bind(put.iter().map(|p| p.0).collect::<Vec<_>>())
         .bind(put.iter().map(|p| p.1).collect::<Vec<_>>())
         .bind(put.iter().map(|p| p.2).collect::<Vec<_>>())
