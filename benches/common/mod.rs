@@ -86,6 +86,40 @@ impl Database {
             .expect("the bench database opens")
     }
 
+    /// Deletes every instance row, queue row and snapshot behind the engines'
+    /// backs, so that a `rebuild` has all of them to write. The log and the
+    /// sessions' versions stay.
+    pub(crate) async fn empty_projections(&self) {
+        const EMPTY: [&str; 3] = [
+            "DELETE FROM instances",
+            "DELETE FROM queue",
+            "DELETE FROM snapshots",
+        ];
+        if self.label == "sqlite" {
+            let pool = sqlx::SqlitePool::connect(&self.url)
+                .await
+                .expect("SQLite opens");
+            for statement in EMPTY {
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .expect(statement);
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.url)
+                .await
+                .expect("PostgreSQL answers");
+            for statement in EMPTY {
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .expect(statement);
+            }
+            pool.close().await;
+        }
+    }
+
     /// Opens an engine with SQLite's `synchronous = OFF` (for building history
     /// fast outside the measurement; the measured engine is opened afterwards
     /// with the durable default). No effect on PostgreSQL.
