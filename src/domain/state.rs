@@ -631,7 +631,7 @@ impl SessionState {
     }
 
     /// Serialises the state for a snapshot.
-    pub fn to_snapshot(&self) -> Value {
+    pub fn to_snapshot(&self) -> String {
         let snapshot = SnapshotRef {
             uid: &self.uid,
             version: self.version,
@@ -642,12 +642,12 @@ impl SessionState {
             keyed: &self.keyed,
             last_keyed: &self.last_keyed,
         };
-        serde_json::to_value(snapshot).expect("session state always serialises")
+        serde_json::to_string(&snapshot).expect("session state always serialises")
     }
 
     /// Restores a state saved by [`SessionState::to_snapshot`].
-    pub fn from_snapshot(value: Value) -> Result<Self, DomainError> {
-        let snapshot: SnapshotV1 = serde_json::from_value(value)
+    pub fn from_snapshot(text: &str) -> Result<Self, DomainError> {
+        let snapshot: SnapshotV1 = serde_json::from_str(text)
             .map_err(|err| DomainError::Corrupt(format!("snapshot: {err}")))?;
         let mut state = Self {
             uid: snapshot.uid,

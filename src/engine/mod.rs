@@ -360,7 +360,7 @@ impl Engine {
         }
         let store = &self.inner.store;
         let (mut state, snapshot_version) = match store.snapshot(session).await? {
-            Some(snapshot) => match SessionState::from_snapshot(snapshot.state) {
+            Some(snapshot) => match SessionState::from_snapshot(&snapshot.state) {
                 Ok(state) if state.version() == snapshot.version => (state, snapshot.version),
                 Ok(_) | Err(_) => {
                     tracing::warn!(

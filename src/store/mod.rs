@@ -11,7 +11,6 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use crate::domain::{Event, InstanceStatus};
 
@@ -110,8 +109,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct StoredSnapshot {
     /// The seq of the last event folded into it.
     pub version: u64,
-    /// `SessionState::to_snapshot()`.
-    pub state: Value,
+    /// `SessionState::to_snapshot()`: JSON text, stored and read back as is
+    /// (an unreadable one is the engine's to ignore).
+    pub state: String,
 }
 
 /// One row of the `sessions` listing.

@@ -311,11 +311,6 @@ impl Store for PostgresStore {
         };
         let version = to_u64(row.try_get("version")?, "snapshot version")?;
         let state: String = row.try_get("state")?;
-        let state = serde_json::from_str(&state).map_err(|err| {
-            StoreError::Corrupt(format!(
-                "snapshot of session {session:?} at {version}: {err}"
-            ))
-        })?;
         Ok(Some(StoredSnapshot { version, state }))
     }
 
@@ -323,7 +318,7 @@ impl Store for PostgresStore {
         sqlx::query(SAVE_SNAPSHOT)
             .bind(session)
             .bind(to_i64(snapshot.version)?)
-            .bind(to_json(&snapshot.state)?)
+            .bind(&snapshot.state)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -443,7 +438,7 @@ async fn replace_session(conn: &mut PgConnection, rebuilt: &Rebuilt) -> StoreRes
     let instances = NewInstance::all(&rebuilt.instances)?;
     let queue = dedup_queue(&rebuilt.queue);
     let keep: Vec<&str> = queue.iter().map(|entry| entry.instance.as_str()).collect();
-    let state = to_json(&rebuilt.snapshot.state)?;
+    let state = rebuilt.snapshot.state.as_str();
     sqlx::query(PUT_SESSION)
         .bind(session)
         .bind(to_i64(rebuilt.version)?)

@@ -429,21 +429,15 @@ impl Store for SqliteStore {
         };
         let version = to_u64(row.try_get("version")?, "snapshot version")?;
         let state: String = row.try_get("state")?;
-        let state = serde_json::from_str(&state).map_err(|err| {
-            StoreError::Corrupt(format!(
-                "snapshot of session {session:?} at {version}: {err}"
-            ))
-        })?;
         Ok(Some(StoredSnapshot { version, state }))
     }
 
     async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
-        let state = to_json(&snapshot.state)?;
         let _writer = self.write_turn().await?;
         sqlx::query(SAVE_SNAPSHOT)
             .bind(session)
             .bind(to_i64(snapshot.version)?)
-            .bind(state)
+            .bind(&snapshot.state)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -569,18 +563,12 @@ impl Store for SqliteStore {
     async fn replace_projections(&self, rebuilt: &[Rebuilt]) -> StoreResult<()> {
         let encoded = rebuilt
             .iter()
-            .map(|r| {
-                Ok((
-                    r,
-                    NewInstance::all(&r.instances)?,
-                    to_json(&r.snapshot.state)?,
-                ))
-            })
+            .map(|r| Ok((r, NewInstance::all(&r.instances)?)))
             .collect::<StoreResult<Vec<_>>>()?;
         let _writer = self.write_turn().await?;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
-        for (rebuilt, instances, state) in &encoded {
-            replace_session(&mut tx, rebuilt, instances, state).await?;
+        for (rebuilt, instances) in &encoded {
+            replace_session(&mut tx, rebuilt, instances).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -592,7 +580,6 @@ async fn replace_session(
     conn: &mut SqliteConnection,
     rebuilt: &Rebuilt,
     instances: &[NewInstance],
-    state: &str,
 ) -> StoreResult<()> {
     let session = rebuilt.session.as_str();
     let queue = dedup_queue(&rebuilt.queue);
@@ -636,7 +623,7 @@ async fn replace_session(
     sqlx::query(PUT_SNAPSHOT)
         .bind(session)
         .bind(to_i64(rebuilt.snapshot.version)?)
-        .bind(state)
+        .bind(&rebuilt.snapshot.state)
         .execute(&mut *conn)
         .await?;
     Ok(())

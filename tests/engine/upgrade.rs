@@ -519,7 +519,7 @@ async fn a_format_1_session_goes_on_in_the_current_format_after_the_old_events(d
 
 async fn a_snapshot_this_build_cannot_read_is_ignored_and_the_log_folded_instead(db: TestDb) {
     // Given the format-1 log with a snapshot at its last version that this
-    // build cannot decode (a newer or damaged one).
+    // build cannot decode: a newer one, and damaged (cut short: not JSON).
     let (rows, expected) = format_1_fixture();
     seed(&db, &rows).await;
     let version = rows.len() as i64;
@@ -527,7 +527,7 @@ async fn a_snapshot_this_build_cannot_read_is_ignored_and_the_log_folded_instead
     raw.insert_snapshot(
         FIXTURE_SESSION,
         version,
-        r#"{"format": 99, "instances": "?"}"#,
+        r#"{"format": 99, "instances": "?""#,
     )
     .await;
 
