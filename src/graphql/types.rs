@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject};
 
 use super::error::{bad_input, GqlResult};
-use super::scalars::{DateTime, Json};
+use super::scalars::{DateTime, Json, JsonRef};
 use super::{engine, page_size};
 use crate::domain::{self, Instance, SessionState};
 use crate::engine::Claim;
@@ -292,8 +292,8 @@ impl TaskConfig {
     }
 
     /// Static kwargs merged under the trigger kwargs when an instance runs.
-    async fn with_params(&self) -> Json {
-        self.config.with_params.clone().into()
+    async fn with_params(&self) -> JsonRef<'_> {
+        (&self.config.with_params).into()
     }
 
     /// How many times an instance may retry itself.
@@ -302,8 +302,8 @@ impl TaskConfig {
     }
 
     /// Every other directive, verbatim.
-    async fn extras(&self) -> Json {
-        self.config.extras.clone().into()
+    async fn extras(&self) -> JsonRef<'_> {
+        (&self.config.extras).into()
     }
 
     /// This task's instances in creation order.
@@ -425,8 +425,8 @@ impl TaskInstance {
     }
 
     /// The kwargs of its `after` triggers, keyed by trigger name.
-    async fn kwargs(&self) -> Json {
-        self.inner().kwargs.clone().into()
+    async fn kwargs(&self) -> JsonRef<'_> {
+        (&self.inner().kwargs).into()
     }
 
     /// The `unless` triggers that fired for it, sorted.
@@ -439,13 +439,13 @@ impl TaskInstance {
     }
 
     /// Timestamps, results, errors and operator metadata.
-    async fn metadata(&self) -> Json {
-        self.inner().metadata.clone().into()
+    async fn metadata(&self) -> JsonRef<'_> {
+        (&self.inner().metadata).into()
     }
 
     /// The result it finished (or was skipped) with, if any.
-    async fn result(&self) -> Option<Json> {
-        self.inner().result().cloned().map(Json)
+    async fn result(&self) -> Option<JsonRef<'_>> {
+        self.inner().result().map(JsonRef::from)
     }
 
     /// The highest log level recorded (0 when none was).
