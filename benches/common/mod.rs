@@ -90,32 +90,18 @@ impl Database {
     /// backs, so that a `rebuild` has all of them to write. The log and the
     /// sessions' versions stay.
     pub(crate) async fn empty_projections(&self) {
-        const EMPTY: [&str; 3] = [
-            "DELETE FROM instances",
-            "DELETE FROM queue",
-            "DELETE FROM snapshots",
-        ];
+        const EMPTY: &str = "DELETE FROM instances; DELETE FROM queue; DELETE FROM snapshots";
         if self.label == "sqlite" {
             let pool = sqlx::SqlitePool::connect(&self.url)
                 .await
                 .expect("SQLite opens");
-            for statement in EMPTY {
-                sqlx::query(statement)
-                    .execute(&pool)
-                    .await
-                    .expect(statement);
-            }
+            sqlx::raw_sql(EMPTY).execute(&pool).await.expect(EMPTY);
             pool.close().await;
         } else {
             let pool = sqlx::PgPool::connect(&self.url)
                 .await
                 .expect("PostgreSQL answers");
-            for statement in EMPTY {
-                sqlx::query(statement)
-                    .execute(&pool)
-                    .await
-                    .expect(statement);
-            }
+            sqlx::raw_sql(EMPTY).execute(&pool).await.expect(EMPTY);
             pool.close().await;
         }
     }

@@ -74,7 +74,8 @@ const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VAL
      ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state \
      WHERE excluded.version >= snapshots.version";
 
-/// `replace_projections`: a rebuilt snapshot is always right, whatever was there.
+/// `replace_projections`: a rebuilt snapshot is always right, whatever was there
+/// (an identical one is left alone).
 const PUT_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VALUES (?1, ?2, ?3) \
      ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state \
      WHERE (snapshots.version, snapshots.state) IS NOT (excluded.version, excluded.state)";
