@@ -224,8 +224,11 @@ class Dispatcher:
                 if claims:
                     idle = 0.02
                     continue
+                if self._outstanding:  # waiting for dispatched tasks to finish: look again soon
+                    self._stopping.wait(0.01)
+                    continue
                 self._stopping.wait(idle)
-                idle = min(idle * 2, self.max_poll_interval if not self._outstanding else 0.1)
+                idle = min(idle * 2, self.max_poll_interval)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
