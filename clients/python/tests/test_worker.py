@@ -174,3 +174,47 @@ def test_import_resolves_from_the_current_directory(client: Client, uid: str, qu
         worker.stop()
 
 
+
+
+def test_past_the_shutdown_timeout_held_tasks_are_left_to_expire(client: Client, uid: str, queue: str,
+                                                                  tmp_path: Path,
+                                                                  start_worker: Callable[..., Worker]) -> None:
+    session = client.session(uid)
+    session.configure(worker_task("t_gate", "app.tasks.Gate", queue))
+    worker = start_worker("--import", "pytasks", "--shutdown-timeout", "0.5", "--lease-seconds", "2")
+    session.fire("go", {"dir": str(tmp_path)})
+    wait_for(lambda: _started(tmp_path), what="the task to start")
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(30) == 0
+    assert "1 task(s) unreported" in worker.log()
+    instance = session.instance("t_gate#0")
+    assert instance is not None and instance.status == "running" and instance.result is None
+    # its lease expires and the next worker runs it
+    (tmp_path / "open").touch()
+    start_worker("--import", "pytasks")
+    session.settle(timeout=30)
+    assert session.instance("t_gate#0").status == "finished"  # type: ignore[union-attr]
+
+
+def test_the_worker_sends_its_token(tmp_path: Path, uid: str, queue: str) -> None:
+    from conftest import Server
+
+    server = Server(f"sqlite://{tmp_path / 't.db'}", tmp_path / "server.log", token="s3cret")
+    workers = []
+    try:
+        session = Client(server.url, token="s3cret").session(uid)
+        session.configure(worker_task("t_noop", "app.tasks.Noop", queue))
+        session.fire("go")
+        refused = Worker(["--server", server.url, "--queue", queue, "--import", "pytasks", "--token", "wrong"],
+                         tmp_path / "refused.log")
+        workers.append(refused)
+        wait_for(lambda: "UNAUTHORIZED" in refused.log(), what="the refusal")
+        assert session.instance("t_noop#0").status == "scheduled"  # type: ignore[union-attr]
+        workers.append(Worker(["--server", server.url, "--queue", queue, "--import", "pytasks"],
+                              tmp_path / "ok.log", env={"TRIGGERS_API_TOKEN": "s3cret"}))
+        session.settle(timeout=30)
+        assert session.instance("t_noop#0").status == "finished"  # type: ignore[union-attr]
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()

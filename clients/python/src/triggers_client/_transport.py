@@ -79,7 +79,7 @@ class Transport:
         from websockets.sync.client import connect
 
         parts = urlsplit(self.endpoint)
-        ws_url = urlunsplit(("wss" if parts.scheme == "https" else "ws",) + tuple(parts[1:]))  # type: ignore[arg-type]
+        ws_url = urlunsplit(parts._replace(scheme="wss" if parts.scheme == "https" else "ws"))
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             ws = connect(ws_url, subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]

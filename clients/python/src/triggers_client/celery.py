@@ -64,7 +64,7 @@ class TriggerTask(Task):  # type: ignore[misc]
 
     abstract = True
 
-    def run(self, context: TriggerContext) -> Dict[str, Any]:  # type: ignore[override]
+    def run(self, context: TriggerContext) -> Dict[str, Any]:
         if not isinstance(context, TriggerContext):
             raise TypeError(f"{self.name} is a TriggerTask: it is run by a triggers worker, not called directly")
         return self._run(context)
@@ -72,11 +72,11 @@ class TriggerTask(Task):  # type: ignore[misc]
     def _run(self, context: TriggerContext) -> Dict[str, Any]:
         raise NotImplementedError(f"{type(self).__name__} must override _run(self, context)")
 
-    def skip(self, metadata: Optional[Mapping[str, Any]] = None) -> None:  # type: ignore[override]
+    def skip(self, metadata: Optional[Mapping[str, Any]] = None) -> None:
         """Ends the task as skipped with ``metadata``."""
         raise Skip(metadata)
 
-    def retry(self, replacement_kwargs: Optional[Mapping[str, Any]] = None,  # type: ignore[override]
+    def retry(self, replacement_kwargs: Optional[Mapping[str, Any]] = None,
               cooldown: Optional[float] = None, **_celery_options: Any) -> None:
         """Ends this attempt and asks triggers for another one (within ``maxRetries``)."""
         raise Retry(replacement_kwargs, cooldown)
@@ -127,7 +127,7 @@ def install(app: Celery, server: Optional[str] = None, token: Optional[str] = No
         return app.tasks[EXECUTE]
     resolve = resolver(app)
 
-    @app.task(name=EXECUTE, ignore_result=True)
+    @app.task(name=EXECUTE, ignore_result=True)  # type: ignore[misc, untyped-decorator, unused-ignore]
     def execute(envelope: Dict[str, Any]) -> Dict[str, Any]:
         url = server or envelope["server"]
         client, heartbeater = _client_for(url, token if token is not None else os.environ.get("TRIGGERS_API_TOKEN"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import BadInput, Unavailable
 from .models import EVENT_FIELDS, INSTANCE_FIELDS, Event, FireResult, Instance
@@ -90,7 +90,9 @@ class Client:
         """Runs a raw GraphQL document; returns its ``data``."""
         return self._transport.execute(query, variables)[0]
 
-    def execute_with_extensions(self, query: str, variables: Optional[Dict[str, Any]] = None):  # type: ignore[no-untyped-def]
+    def execute_with_extensions(self, query: str, variables: Optional[Dict[str, Any]] = None
+                                ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """Runs a raw GraphQL document; returns its `data` and the response `extensions`."""
         return self._transport.execute(query, variables)
 
     def health(self) -> bool:
@@ -170,7 +172,8 @@ class Session:
             f"query($uid: String!{args}) {{ session(uid: $uid) {{ {selection} }} }}",
             dict(variables or {}, uid=self.uid),
         )
-        return data["session"]
+        session: Dict[str, Any] = data["session"]
+        return session
 
     def _mutate(self, field: str, args: Dict[str, Any], types: Dict[str, str], selection: str) -> Any:
         decl = "".join(f", ${k}: {t}" for k, t in types.items())
