@@ -113,6 +113,26 @@ def test_a_lost_lease_drops_the_result(client: Client, uid: str, queue: str,
     assert session.instance("t_x#0").result == {"fresh": True}  # type: ignore[union-attr]
 
 
+def test_a_duplicate_of_a_running_claim_is_refused(client: Client, uid: str, queue: str) -> None:
+    session = client.session(uid)
+    session.configure(worker_task("t_x", "app.tasks.Twice", queue))
+    session.fire("go")
+    (claim,) = wait_for(lambda: client.claim_tasks("w", queue, max=1), what="a claim")
+    heartbeater = Heartbeater(client)
+    runs = []
+
+    def deliver_again(ctx: Any) -> Dict[str, Any]:
+        runs.append(ctx.instance)
+        # the same delivery arrives again while this one runs
+        assert run_claim(client, claim, lambda run: deliver_again, heartbeater, 30) is None
+        return {"runs": len(runs)}
+
+    outcome = run_claim(client, claim, lambda run: deliver_again, heartbeater, 30)
+    assert outcome is not None and outcome.kind == "complete"
+    assert runs == ["t_x#0"]
+    assert session.instance("t_x#0").result == {"runs": 1}  # type: ignore[union-attr]
+
+
 def _started(directory: Path) -> list:
     return sorted(p.name for p in directory.glob("started-*"))
 

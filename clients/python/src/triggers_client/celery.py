@@ -139,6 +139,8 @@ def install(app: Celery, server: Optional[str] = None, token: Optional[str] = No
         except Conflict as exc:
             log.warning("refusing the delivery of %s: its lease is no longer valid (%s)", where, exc.message)
             return {"refused": True}
+        # a duplicate delivered to this process while the first still runs is refused
+        # here; one delivered to another process runs, and only the first report counts
         outcome = run_claim(client, claim, resolve, heartbeater, lease_seconds)
         return {"refused": False, "reported": None if outcome is None else outcome.kind}
 

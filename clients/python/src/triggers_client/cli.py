@@ -59,6 +59,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.path.insert(0, os.getcwd())
     if args.dispatch and not args.celery_app:
         raise SystemExit("--dispatch needs --celery-app")
+    if args.concurrency < 1:
+        raise SystemExit(f"--concurrency must be >= 1, got {args.concurrency}")
+    if not 1 <= args.lease_seconds <= 3600:
+        raise SystemExit(f"--lease-seconds must be 1..3600, got {args.lease_seconds}")
     client = Client(args.server, token=args.token)
     if args.celery_app:
         from . import celery as triggers_celery

@@ -176,9 +176,12 @@ class Heartbeater:
         self._thread = threading.Thread(target=self._loop, name="triggers-heartbeat", daemon=True)
         self._thread.start()
 
-    def hold(self, token: str, instance: str, lease_seconds: int) -> _Held:
+    def hold(self, token: str, instance: str, lease_seconds: int) -> Optional[_Held]:
+        """Starts renewing ``token``; None if it is already held here (a duplicate)."""
         held = _Held(instance, lease_seconds)
         with self._lock:
+            if token in self._held:
+                return None
             self._held[token] = held
         self._wake.set()
         return held
@@ -223,12 +226,15 @@ def run_claim(client: Client, claim: Mapping[str, Any], resolve: Resolver, heart
     Returns the outcome reported, or None when the lease was lost (the result
     is dropped and logged: another worker owns the task now)."""
     ctx = context_of(claim)
+    where = f"{ctx.session}/{ctx.instance} ({ctx.run})"
     held = heartbeater.hold(ctx.lease_token, ctx.instance, lease_seconds)
+    if held is None:
+        log.warning("refusing a duplicate of %s: this process is already running it with the same lease", where)
+        return None
     try:
         outcome = execute(resolve(ctx.run), ctx)
     finally:
         heartbeater.release(ctx.lease_token)
-    where = f"{ctx.session}/{ctx.instance} ({ctx.run})"
     if held.lost:
         log.warning("dropping the %s outcome of %s: its lease was lost", outcome.kind, where)
         return None
