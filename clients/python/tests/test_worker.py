@@ -78,11 +78,11 @@ def test_heartbeats_keep_a_long_task_leased(client: Client, uid: str, queue: str
                                             start_worker: Callable[..., Worker]) -> None:
     session = client.session(uid)
     session.configure(worker_task("t_slow", "app.tasks.Slow", queue))
-    start_worker("--import", "pytasks", "--lease-seconds", "1")
-    session.fire("go", {"seconds": 2.5})
+    start_worker("--import", "pytasks", "--lease-seconds", "2")
+    session.fire("go", {"seconds": 5})  # two and a half leases
     session.settle(timeout=30)
     instance = session.instance("t_slow#0")
-    assert instance is not None and instance.status == "finished" and instance.result == {"slept": 2.5}
+    assert instance is not None and instance.status == "finished" and instance.result == {"slept": 5}
     kinds = [e.kind for e in session.events()]
     assert kinds.count("InstanceStarted") == 1 and "InstanceLeaseExpired" not in kinds
 
