@@ -30,6 +30,7 @@ def test_outcomes_are_reported(client: Client, uid: str, queue: str, start_worke
                       ("t_broken", "app.tasks.Broken"), ("t_list", "app.tasks.NotADict"),
                       ("t_warn", "app.tasks.Warn"), ("t_unknown", "app.tasks.NoSuchTask")]:
         tasks.update(worker_task(name, run, queue))
+    tasks.update(worker_task("t_noRetries", "app.tasks.Retrier", queue, maxRetries=0))
     session.configure(tasks)
     start_worker("--import", "pytasks", "--concurrency", "2")
     session.fire("firstPageReceived", {"subject": {"id": 42}})
@@ -54,6 +55,11 @@ def test_outcomes_are_reported(client: Client, uid: str, queue: str, start_worke
     assert second.status == "finished" and second.depth == 1 and second.parent == "t_retry#0"
     assert second.result == {"attempt": 2, "kwargs": {"go": {"fixed": True}}}
 
+    exhausted = session.instance("t_noRetries#0")
+    assert exhausted is not None and exhausted.status == "failed"
+    assert exhausted.metadata["exceptionType"] == "MaxRetriesExceeded"
+    assert session.instance("t_noRetries#1") is None
+
     broken = session.instance("t_broken#0")
     assert broken is not None and broken.status == "failed" and broken.log_level == 40
     assert broken.metadata["exceptionType"] == "pytasks.ImportFailed"
@@ -71,7 +77,7 @@ def test_outcomes_are_reported(client: Client, uid: str, queue: str, start_worke
     unknown = session.instance("t_unknown#0")
     assert unknown is not None and unknown.metadata["exceptionType"] == UNKNOWN_TASK
     assert sorted(i.name for i in session.instances_with_unresolved_logs()) == ["t_broken#0", "t_list#0",
-                                                                                "t_unknown#0"]
+                                                                                "t_noRetries#0", "t_unknown#0"]
 
 
 def test_heartbeats_keep_a_long_task_leased(client: Client, uid: str, queue: str,
