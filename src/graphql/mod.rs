@@ -8,6 +8,8 @@
 //! - `limits` (private): bracket nesting and fragment-expanded size of a
 //!   document, checked before async-graphql parses and validates it.
 //! - `workers` (private): the worker protocol calls, in one place.
+//! - `order` (private): response fields put back in the order the query
+//!   selected them (async-graphql writes them as they complete).
 //!
 //! [`schema`] builds the executable schema with its limits; [`sdl`] is what
 //! `schema.graphql` at the repo root must contain.
@@ -15,6 +17,7 @@
 pub mod error;
 mod limits;
 pub mod mutation;
+mod order;
 pub mod query;
 pub mod scalars;
 pub mod subscription;
@@ -79,7 +82,9 @@ impl Default for Config {
 }
 
 fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query, Mutation, Subscription).extension(error::ErrorCodes)
+    Schema::build(Query, Mutation, Subscription)
+        .extension(error::ErrorCodes)
+        .extension(order::SelectionOrder)
 }
 
 /// The schema served for `engine`, with `config`'s limits.

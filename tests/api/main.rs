@@ -15,6 +15,7 @@ mod hostile;
 mod limits;
 mod listings;
 mod mutations;
+mod order;
 mod queries;
 mod questionnaire;
 mod schema;
