@@ -34,6 +34,15 @@ impl Client {
     /// Runs `query` with `variables`; the `data` on success, the first error
     /// (with its code) otherwise.
     pub(super) async fn request(&self, query: &str, variables: Value) -> Result<Value, CliError> {
+        Ok(self.request_with_extensions(query, variables).await?.0)
+    }
+
+    /// [`Client::request`], with the response's `extensions` (`null` when none).
+    pub(super) async fn request_with_extensions(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> Result<(Value, Value), CliError> {
         let mut request = self
             .http
             .post(&self.endpoint)
@@ -71,6 +80,7 @@ impl Client {
                     .to_owned(),
             });
         }
-        Ok(body.get("data").cloned().unwrap_or(Value::Null))
+        let extensions = body.get("extensions").cloned().unwrap_or(Value::Null);
+        Ok((body.get("data").cloned().unwrap_or(Value::Null), extensions))
     }
 }

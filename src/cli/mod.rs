@@ -129,6 +129,10 @@ pub struct ConfigureArgs {
     pub session: String,
     /// A JSON file of task name -> directives (`-` reads standard input).
     pub file: String,
+    /// Refuse unknown directives instead of keeping them as extras with a
+    /// warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `triggers fire`.

@@ -10,8 +10,8 @@ use super::client::Client;
 use super::output::table;
 use super::{CliError, ConfigureArgs, EventsArgs, FireArgs, ShowArgs};
 
-const CONFIGURE: &str = "mutation Configure($session: String!, $tasks: JSON!) {
-  configure(session: $session, tasks: $tasks) { uid version tasks { name } }
+const CONFIGURE: &str = "mutation Configure($session: String!, $tasks: JSON!, $strict: Boolean!) {
+  configure(session: $session, tasks: $tasks, strict: $strict) { uid version tasks { name } }
 }";
 
 const FIRE: &str =
@@ -29,7 +29,7 @@ const SHOW: &str = "query Show($session: String!) {
   session(uid: $session) {
     uid
     version
-    tasks { name run using after unless andEvery }
+    tasks { name run using runner after unless andEvery }
     instances { name task status depth parent metadata }
   }
 }";
@@ -46,8 +46,11 @@ pub(super) async fn configure(args: ConfigureArgs) -> Result<(), CliError> {
     let text = read_input(&args.file)?;
     let tasks: Value = serde_json::from_str(&text)
         .map_err(|err| CliError::Usage(format!("{} is not valid JSON: {err}", args.file)))?;
-    let data = Client::new(&args.server)?
-        .request(CONFIGURE, json!({"session": args.session, "tasks": tasks}))
+    let (data, extensions) = Client::new(&args.server)?
+        .request_with_extensions(
+            CONFIGURE,
+            json!({"session": args.session, "tasks": tasks, "strict": args.strict}),
+        )
         .await?;
     let session = &data["configure"];
     let configured: Vec<&str> = tasks
@@ -61,7 +64,20 @@ pub(super) async fn configure(args: ConfigureArgs) -> Result<(), CliError> {
         session["version"],
         session["tasks"].as_array().map_or(0, Vec::len)
     );
+    eprint!("{}", render_warnings(&extensions["warnings"]));
     Ok(())
+}
+
+/// `warning: <message>` lines for the warnings of a response.
+fn render_warnings(warnings: &Value) -> String {
+    warnings
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|w| format!("warning: {}\n", text_of(&w["message"])))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `triggers fire <session> <trigger> [--kwargs JSON] [--idempotency-key K]`.
@@ -200,8 +216,8 @@ fn render_session(session: &Value) -> String {
                 },
             );
             let mut run = text_of(&task["run"]);
-            if let Some(using) = task["using"].as_str() {
-                run.push_str(&format!(" ({using})"));
+            if let Some(runner) = task["runner"].as_str().filter(|r| *r != "inline") {
+                run.push_str(&format!(" ({runner})"));
             }
             let mut after = strings(&task["after"]);
             if let Some(every) = task["andEvery"].as_str() {
@@ -341,7 +357,7 @@ mod tests {
             "version": 7,
             "tasks": [
                 {"name": "t_a", "run": "r", "using": null, "after": ["p", "x"], "unless": [], "andEvery": "p"},
-                {"name": "t_b", "run": "r", "using": "worker", "after": ["t_a"], "unless": ["stop"], "andEvery": null}
+                {"name": "t_b", "run": "r", "using": "worker", "runner": "worker:default", "after": ["t_a"], "unless": ["stop"], "andEvery": null}
             ],
             "instances": [
                 {"name": "t_a#0", "task": "t_a", "status": "FINISHED", "depth": 0, "parent": null,
@@ -351,11 +367,11 @@ mod tests {
         let out = render_session(&session);
         assert!(out.starts_with("session q:1: version 7, 2 tasks, 1 instances (0 unresolved)"));
         assert!(
-            out.contains("t_a   r           p (every), x  -       1 finished"),
+            out.contains("t_a   r                   p (every), x  -       1 finished"),
             "{out}"
         );
         assert!(
-            out.contains("t_b   r (worker)  t_a           stop    none yet"),
+            out.contains("t_b   r (worker:default)  t_a           stop    none yet"),
             "{out}"
         );
         assert!(

@@ -193,6 +193,40 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
         "{out}"
     );
 
+    // configure warns about likely mistakes on stderr; --strict refuses them
+    let typo = dir.join("typo.json");
+    std::fs::write(
+        &typo,
+        json!({"t_typo": {"after": ["never"], "unles": ["x"], "run": "app.tasks.Nowhere"}})
+            .to_string(),
+    )
+    .unwrap();
+    let typo = typo.to_str().unwrap();
+    let (success, _, stderr) = run(
+        dir,
+        &["configure", "other", typo, "--strict", "--server", &url],
+    )
+    .await;
+    assert!(!success, "{stderr}");
+    assert!(
+        stderr.contains("BAD_CONFIGURATION") && stderr.contains("did you mean \"unless\"?"),
+        "{stderr}"
+    );
+    let (success, out, stderr) = run(dir, &["configure", "other", typo, "--server", &url]).await;
+    assert!(
+        success && out.contains("configured t_typo"),
+        "{out}{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "warning: task \"t_typo\": unknown directive \"unles\" (did you mean \"unless\"?)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("worker queue \"default\""), "{stderr}");
+    let out = ok(dir, &["show", "other", "--server", &url]).await;
+    assert!(out.contains("app.tasks.Nowhere (worker:default)"), "{out}");
+
     // fire, with kwargs and an idempotency key
     let out = ok(
         dir,
@@ -291,9 +325,14 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     let db_args = database_args(&db);
     rebuild.extend(db_args.iter().map(String::as_str));
     let out = ok(dir, &rebuild).await;
-    let events = before["session"]["version"].as_u64().unwrap();
+    let events: u64 = before["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].as_u64().unwrap())
+        .sum();
     assert!(
-        out.contains(&format!("rebuilt 1 sessions from {events} events")),
+        out.contains(&format!("rebuilt 2 sessions from {events} events")),
         "{out}"
     );
     assert!(out.contains("events/s"), "{out}");
