@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::output::count;
 use super::{CliError, RebuildArgs, ServeArgs};
 use crate::engine::EngineOptions;
 use crate::http::{self, ServerConfig};
@@ -66,8 +67,13 @@ pub(super) async fn rebuild(args: RebuildArgs) -> Result<(), CliError> {
         0.0
     };
     println!(
-        "rebuilt {} sessions from {} events: {} instances, {} queued, in {:.3} s ({:.0} events/s)",
-        report.sessions, report.events, report.instances, report.queued, seconds, rate
+        "rebuilt {} from {}: {}, {} queued, in {:.3} s ({:.0} events/s)",
+        count(report.sessions as usize, "session"),
+        count(report.events as usize, "event"),
+        count(report.instances as usize, "instance"),
+        report.queued,
+        seconds,
+        rate
     );
     Ok(())
 }

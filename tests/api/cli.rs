@@ -178,7 +178,8 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
         json!({
             "t_importSubject": {"after": ["firstPageReceived"], "run": PASSTHRU},
             "t_importResponses": {"after": ["firstPageReceived"], "andEvery": "pageReceived", "run": PASSTHRU},
-            "t_later": {"after": ["never"], "run": PASSTHRU}
+            "t_later": {"after": ["never"], "run": PASSTHRU},
+            "t_fails": {"after": ["firstPageReceived"], "run": "triggers.testing.Failing"}
         })
         .to_string(),
     )
@@ -241,7 +242,10 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
         ],
     )
     .await;
-    assert!(out.contains("scheduled: t_importSubject#0"), "{out}");
+    assert!(
+        out.contains("scheduled: t_fails#0, t_importSubject#0"),
+        "{out}"
+    );
     let page = [
         "fire",
         S,
@@ -302,6 +306,26 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     ] {
         assert!(out.contains(expected), "show lacks {expected:?}:\n{out}");
     }
+    // each instance's result or error, shortened, and counts in good English
+    assert!(out.contains("4 tasks, 3 instances (1 unresolved)"), "{out}");
+    assert!(
+        out.contains("RESULT / ERROR") && out.contains("{\"kwargs\":{\"firstPageReceived\""),
+        "{out}"
+    );
+    assert!(out.contains("triggers.testing.Failure: "), "{out}");
+    let json_out = ok(dir, &["show", S, "--json", "--server", &url]).await;
+    let shown: Value = serde_json::from_str(&json_out).expect("show --json prints JSON");
+    assert_eq!(shown["uid"], S);
+    let failed = shown["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "t_fails#0")
+        .expect("t_fails#0 in show --json");
+    assert_eq!(
+        failed["metadata"]["exceptionType"],
+        "triggers.testing.Failure"
+    );
     let out = ok(dir, &["events", S, "--server", &url]).await;
     for expected in [
         "SEQ",
