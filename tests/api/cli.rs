@@ -168,6 +168,13 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
             dir.join("triggers.db").exists(),
             "the default database is created in the working directory"
         );
+        let file = dir.join("triggers.db").display().to_string();
+        let log = server.log.lock().unwrap().clone();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("created the SQLite database file") && l.contains(&file)),
+            "serve logs the absolute path of the file it created: {log:#?}"
+        );
     }
     let url = server.address.clone();
 
@@ -293,7 +300,9 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     }
 
     // show and events
-    let out = ok(dir, &["show", S, "--server", &url]).await;
+    // `--server host:port` without a scheme is http
+    let bare = url.trim_start_matches("http://");
+    let out = ok(dir, &["show", S, "--server", bare]).await;
     for expected in [
         "TASK",
         "t_importSubject",
@@ -362,14 +371,108 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     assert!(out.contains("events/s"), "{out}");
 
     let server = start(&db, dir).await;
+    if db.backend == Backend::Sqlite {
+        let log = server.log.lock().unwrap().clone();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("opened the SQLite database file")),
+            "{log:#?}"
+        );
+    }
     let after = server.query(EVERYTHING, json!({"s": S})).await;
     assert_eq!(after, before);
     server.terminate().await;
 
     // a client with no server to talk to says so
     let (success, _, stderr) = run(dir, &["show", S, "--server", &url]).await;
+    assert!(!success, "{stderr}");
     assert!(
-        !success && stderr.contains("cannot reach the server"),
+        stderr.contains(&format!(
+            "cannot reach the server at {url}/graphql: connection refused"
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn errors_name_the_database_file_or_the_port_and_the_likely_cause() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let missing = dir.join("no-such-dir").join("triggers.db");
+    let url = format!("sqlite://{}", missing.display());
+
+    // rebuild refuses a SQLite file that does not exist, and creates nothing
+    let (success, out, stderr) = run(dir, &["rebuild", "--database-url", &url]).await;
+    assert!(!success, "{out}");
+    assert!(
+        stderr.contains(&format!("there is no database at {}", missing.display())),
+        "{stderr}"
+    );
+    assert!(!missing.exists());
+    let relative = run(dir, &["rebuild", "--database-url", "sqlite://gone.db"]).await;
+    assert!(!relative.0);
+    assert!(
+        relative
+            .2
+            .contains(&dir.join("gone.db").display().to_string()),
+        "a relative URL is named by its absolute path: {}",
+        relative.2
+    );
+    assert!(!dir.join("gone.db").exists());
+
+    // serve names the file it cannot open and why
+    let (success, _, stderr) = run(
+        dir,
+        &["serve", "--database-url", &url, "--listen", "127.0.0.1:0"],
+    )
+    .await;
+    assert!(!success);
+    assert!(
+        stderr.contains(&format!(
+            "cannot open the SQLite database {}",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} does not exist",
+            missing.parent().unwrap().display()
+        )),
+        "{stderr}"
+    );
+
+    // a port in use fails before the database is opened (or created)
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let fresh = dir.join("fresh.db");
+    let (success, _, stderr) = run(
+        dir,
+        &[
+            "serve",
+            "--database-url",
+            &format!("sqlite://{}", fresh.display()),
+            "--listen",
+            &address,
+        ],
+    )
+    .await;
+    assert!(!success);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("opening the database"), "{stderr}");
+    assert!(
+        !fresh.exists(),
+        "the database was created before the port was bound"
+    );
+
+    // a --server that is not an http URL says what is expected
+    let (success, _, stderr) = run(dir, &["show", S, "--server", "ftp://example"]).await;
+    assert!(!success);
+    assert!(
+        stderr.contains("expected a URL such as http://127.0.0.1:8080"),
         "{stderr}"
     );
 }
