@@ -39,16 +39,31 @@ pub struct LoadgenArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// Concurrent clients, each with one request in flight at a time.
-    #[arg(long, env = "TRIGGERS_LOADGEN_CLIENTS", default_value_t = 1)]
+    #[arg(
+        long,
+        env = "TRIGGERS_LOADGEN_CLIENTS",
+        hide_env_values = true,
+        default_value_t = 1
+    )]
     pub clients: usize,
     /// Sessions the fires are spread over (configured before the clock starts).
-    #[arg(long, env = "TRIGGERS_LOADGEN_SESSIONS", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "TRIGGERS_LOADGEN_SESSIONS",
+        hide_env_values = true,
+        default_value_t = 32
+    )]
     pub sessions: usize,
     /// How long to fire, in seconds.
-    #[arg(long, env = "TRIGGERS_LOADGEN_DURATION", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TRIGGERS_LOADGEN_DURATION",
+        hide_env_values = true,
+        default_value_t = 10
+    )]
     pub duration: u64,
     /// Prefix of the session UIDs (default: `loadgen:<random>:`, fresh each run).
-    #[arg(long, env = "TRIGGERS_LOADGEN_PREFIX")]
+    #[arg(long, env = "TRIGGERS_LOADGEN_PREFIX", hide_env_values = true)]
     pub prefix: Option<String>,
 }
 

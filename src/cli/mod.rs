@@ -44,7 +44,8 @@ pub enum Command {
     Configure(ConfigureArgs),
     /// Fire a trigger in a session (talks to a server).
     Fire(FireArgs),
-    /// Show a session's tasks and instances with their status (talks to a server).
+    /// Show a session's tasks and instances with their status, result or error
+    /// (talks to a server).
     Show(ShowArgs),
     /// Print a session's timeline: seq, time, kind, instance/trigger, causedBy
     /// (talks to a server).
@@ -79,23 +80,33 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Address to listen on (`host:port`; port 0 picks a free one).
-    #[arg(long, env = "TRIGGERS_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TRIGGERS_LISTEN",
+        hide_env_values = true,
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: String,
     /// When set, every /graphql request must send `Authorization: Bearer <token>`
     /// (/health excepted).
     #[arg(long, env = "TRIGGERS_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Largest request body accepted, in bytes (larger gets HTTP 413).
-    #[arg(long, env = "TRIGGERS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "TRIGGERS_MAX_BODY_BYTES", hide_env_values = true, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// On shutdown, how long to wait for inline jobs in flight, in seconds (jobs
     /// still running then are re-run after the next start, when their lease ends).
-    #[arg(long, env = "TRIGGERS_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TRIGGERS_SHUTDOWN_TIMEOUT",
+        hide_env_values = true,
+        default_value_t = 10
+    )]
     pub shutdown_timeout: u64,
     /// Lease of an inline job, in seconds, renewed while it runs. When a server
     /// dies, its inline jobs are re-run (by any server on the database) once
     /// their lease has ended.
-    #[arg(long, env = "TRIGGERS_INLINE_LEASE", default_value_t = 30,
+    #[arg(long, env = "TRIGGERS_INLINE_LEASE", hide_env_values = true, default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub inline_lease_seconds: u64,
 }
@@ -112,7 +123,12 @@ pub struct RebuildArgs {
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Base URL of the triggers server.
-    #[arg(long, env = "TRIGGERS_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TRIGGERS_SERVER",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: String,
     /// API token, when the server requires one.
     #[arg(long, env = "TRIGGERS_API_TOKEN", hide_env_values = true)]
@@ -129,6 +145,10 @@ pub struct ConfigureArgs {
     pub session: String,
     /// A JSON file of task name -> directives (`-` reads standard input).
     pub file: String,
+    /// Refuse unknown directives instead of keeping them as extras with a
+    /// warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `triggers fire`.
@@ -157,6 +177,10 @@ pub struct ShowArgs {
     pub server: ServerArgs,
     /// The session UID.
     pub session: String,
+    /// Print the session as JSON (tasks, and instances with their kwargs,
+    /// metadata and result), for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `triggers events`.
@@ -243,6 +267,19 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_names_environment_variables_without_a_dangling_equals_sign() {
+        let mut root = Cli::command();
+        root.build();
+        for command in root.get_subcommands_mut() {
+            let help = command.render_long_help().to_string();
+            assert!(!help.contains("=]"), "{}:\n{help}", command.get_name());
+            if command.get_name() == "show" {
+                assert!(help.contains("[env: TRIGGERS_SERVER]"), "{help}");
+            }
+        }
     }
 
     #[test]

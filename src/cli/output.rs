@@ -1,5 +1,24 @@
 //! Plain-text tables for terminals: left-aligned columns, two spaces apart.
 
+/// `1 task`, `2 tasks`: a count with its noun (plural `s`).
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// `text` cut to at most `max` characters, ending in `…` when it was cut.
+pub(super) fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
 /// Renders `rows` under `headers`, each column as wide as its widest cell.
 pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -30,7 +49,21 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::table;
+    use super::{count, shorten, table};
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(0, "task"), "0 tasks");
+        assert_eq!(count(1, "task"), "1 task");
+        assert_eq!(count(2, "instance"), "2 instances");
+    }
+
+    #[test]
+    fn long_text_is_cut_with_an_ellipsis() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("exactly 10", 10), "exactly 10");
+        assert_eq!(shorten("a bit longer than that", 10), "a bit lon…");
+    }
 
     #[test]
     fn columns_line_up_under_their_headers() {

@@ -7,11 +7,11 @@ use std::io::Read;
 use serde_json::{json, Value};
 
 use super::client::Client;
-use super::output::table;
+use super::output::{count, shorten, table};
 use super::{CliError, ConfigureArgs, EventsArgs, FireArgs, ShowArgs};
 
-const CONFIGURE: &str = "mutation Configure($session: String!, $tasks: JSON!) {
-  configure(session: $session, tasks: $tasks) { uid version tasks { name } }
+const CONFIGURE: &str = "mutation Configure($session: String!, $tasks: JSON!, $strict: Boolean!) {
+  configure(session: $session, tasks: $tasks, strict: $strict) { uid version tasks { name } }
 }";
 
 const FIRE: &str =
@@ -29,8 +29,8 @@ const SHOW: &str = "query Show($session: String!) {
   session(uid: $session) {
     uid
     version
-    tasks { name run using after unless andEvery }
-    instances { name task status depth parent metadata }
+    tasks { name run using runner after unless andEvery }
+    instances { name task status depth parent kwargs result metadata }
   }
 }";
 
@@ -46,8 +46,11 @@ pub(super) async fn configure(args: ConfigureArgs) -> Result<(), CliError> {
     let text = read_input(&args.file)?;
     let tasks: Value = serde_json::from_str(&text)
         .map_err(|err| CliError::Usage(format!("{} is not valid JSON: {err}", args.file)))?;
-    let data = Client::new(&args.server)?
-        .request(CONFIGURE, json!({"session": args.session, "tasks": tasks}))
+    let (data, extensions) = Client::new(&args.server)?
+        .request_with_extensions(
+            CONFIGURE,
+            json!({"session": args.session, "tasks": tasks, "strict": args.strict}),
+        )
         .await?;
     let session = &data["configure"];
     let configured: Vec<&str> = tasks
@@ -61,7 +64,20 @@ pub(super) async fn configure(args: ConfigureArgs) -> Result<(), CliError> {
         session["version"],
         session["tasks"].as_array().map_or(0, Vec::len)
     );
+    eprint!("{}", render_warnings(&extensions["warnings"]));
     Ok(())
+}
+
+/// `warning: <message>` lines for the warnings of a response.
+fn render_warnings(warnings: &Value) -> String {
+    warnings
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|w| format!("warning: {}\n", text_of(&w["message"])))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `triggers fire <session> <trigger> [--kwargs JSON] [--idempotency-key K]`.
@@ -106,7 +122,13 @@ pub(super) async fn show(args: ShowArgs) -> Result<(), CliError> {
     let data = Client::new(&args.server)?
         .request(SHOW, json!({"session": args.session}))
         .await?;
-    print!("{}", render_session(&data["session"]));
+    if args.json {
+        let text = serde_json::to_string_pretty(&data["session"])
+            .map_err(|err| CliError::Usage(format!("cannot print the session as JSON: {err}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", render_session(&data["session"]));
+    }
     Ok(())
 }
 
@@ -166,11 +188,11 @@ fn render_session(session: &Value) -> String {
         })
         .count();
     let mut out = format!(
-        "session {}: version {}, {} tasks, {} instances ({} unresolved)\n",
+        "session {}: version {}, {}, {} ({} unresolved)\n",
         text_of(&session["uid"]),
         session["version"],
-        tasks.len(),
-        instances.len(),
+        count(tasks.len(), "task"),
+        count(instances.len(), "instance"),
         unresolved
     );
     if tasks.is_empty() {
@@ -200,8 +222,8 @@ fn render_session(session: &Value) -> String {
                 },
             );
             let mut run = text_of(&task["run"]);
-            if let Some(using) = task["using"].as_str() {
-                run.push_str(&format!(" ({using})"));
+            if let Some(runner) = task["runner"].as_str().filter(|r| *r != "inline") {
+                run.push_str(&format!(" ({runner})"));
             }
             let mut after = strings(&task["after"]);
             if let Some(every) = task["andEvery"].as_str() {
@@ -246,15 +268,48 @@ fn render_session(session: &Value) -> String {
                     .and_then(Value::as_str)
                     .unwrap_or("-")
                     .to_owned(),
+                outcome(i),
             ]
         })
         .collect();
     out.push('\n');
     out.push_str(&table(
-        &["INSTANCE", "STATUS", "DEPTH", "PARENT", "LAST MODIFIED"],
+        &[
+            "INSTANCE",
+            "STATUS",
+            "DEPTH",
+            "PARENT",
+            "LAST MODIFIED",
+            "RESULT / ERROR",
+        ],
         &instance_rows,
     ));
     out
+}
+
+/// Longest result or error shown in a `show` table (`--json` has it all).
+const OUTCOME_WIDTH: usize = 60;
+
+/// What an instance ended with: its error (`Type: first line of the message`)
+/// when it failed, else its result as compact JSON, shortened.
+fn outcome(instance: &Value) -> String {
+    let metadata = &instance["metadata"];
+    if let Some(kind) = metadata["exceptionType"].as_str() {
+        let message = metadata["exceptionInfo"]
+            .as_str()
+            .and_then(|info| info.lines().map(str::trim).find(|l| !l.is_empty()))
+            .unwrap_or("");
+        let text = if message.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}: {message}")
+        };
+        return shorten(&text, OUTCOME_WIDTH);
+    }
+    match &instance["result"] {
+        Value::Null => "-".to_owned(),
+        result => shorten(&result.to_string(), OUTCOME_WIDTH),
+    }
 }
 
 fn event_row(event: &Value) -> Vec<String> {
@@ -341,26 +396,49 @@ mod tests {
             "version": 7,
             "tasks": [
                 {"name": "t_a", "run": "r", "using": null, "after": ["p", "x"], "unless": [], "andEvery": "p"},
-                {"name": "t_b", "run": "r", "using": "worker", "after": ["t_a"], "unless": ["stop"], "andEvery": null}
+                {"name": "t_b", "run": "r", "using": "worker", "runner": "worker:default", "after": ["t_a"], "unless": ["stop"], "andEvery": null}
             ],
             "instances": [
                 {"name": "t_a#0", "task": "t_a", "status": "FINISHED", "depth": 0, "parent": null,
-                 "metadata": {"timestamps": {"lastModified": "2024-01-01T00:00:00.000000Z"}}}
+                 "result": {"score": 12},
+                 "metadata": {"timestamps": {"lastModified": "2024-01-01T00:00:00.000000Z"}}},
+                {"name": "t_b#0", "task": "t_b", "status": "FAILED", "depth": 0, "parent": null,
+                 "result": null,
+                 "metadata": {"exceptionType": "app.ScoringError",
+                              "exceptionInfo": "\nmodel \"Psych 01\" is not loaded on this worker, nor anywhere else\nTraceback...",
+                              "timestamps": {"lastModified": "2024-01-01T00:00:01.000000Z"}}}
             ]
         });
         let out = render_session(&session);
-        assert!(out.starts_with("session q:1: version 7, 2 tasks, 1 instances (0 unresolved)"));
         assert!(
-            out.contains("t_a   r           p (every), x  -       1 finished"),
+            out.starts_with("session q:1: version 7, 2 tasks, 2 instances (1 unresolved)"),
             "{out}"
         );
         assert!(
-            out.contains("t_b   r (worker)  t_a           stop    none yet"),
+            out.contains("t_a   r                   p (every), x  -       1 finished"),
             "{out}"
         );
         assert!(
-            out.contains("t_a#0     finished  0      -       2024-01-01T00:00:00.000000Z"),
+            out.contains("t_b   r (worker:default)  t_a           stop    1 failed"),
             "{out}"
+        );
+        assert!(
+            out.contains(
+                "t_a#0     finished  0      -       2024-01-01T00:00:00.000000Z  {\"score\":12}\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("failed    0      -       2024-01-01T00:00:01.000000Z  app.ScoringError: model \"Psych 01\" is not loaded on this wo…\n"),
+            "{out}"
+        );
+        let one =
+            json!({"uid": "q:2", "version": 1, "tasks": [session["tasks"][0]], "instances": []});
+        assert!(
+            render_session(&one)
+                .starts_with("session q:2: version 1, 1 task, 0 instances (0 unresolved)"),
+            "{}",
+            render_session(&one)
         );
     }
 

@@ -4,28 +4,38 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::output::count;
 use super::{CliError, RebuildArgs, ServeArgs};
 use crate::engine::EngineOptions;
 use crate::http::{self, ServerConfig};
+use crate::store::{redact, sqlite_file};
 use crate::Engine;
 
 /// `triggers serve`: open (and migrate) the database, serve until Ctrl-C or
 /// SIGTERM, then stop gracefully.
 pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
-    let url = &args.database.database_url;
-    tracing::info!(database = %redact(url), "opening the database");
-    let options = EngineOptions {
-        inline_lease: Duration::from_secs(args.inline_lease_seconds),
-        ..EngineOptions::default()
-    };
-    let engine = Engine::builder(url.clone()).options(options).open().await?;
+    // The port first: a second server on a port in use fails at once, before
+    // it opens (and perhaps creates or migrates) a database.
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|source| CliError::Io {
             context: format!("cannot listen on {}", args.listen),
             source,
         })?;
+    let url = &args.database.database_url;
+    tracing::info!(database = %redact(url), "opening the database");
+    let options = EngineOptions {
+        inline_lease: Duration::from_secs(args.inline_lease_seconds),
+        ..EngineOptions::default()
+    };
+    let file = sqlite_file(url);
+    let existed = file.as_ref().is_some_and(|path| path.exists());
+    let engine = Engine::builder(url.clone()).options(options).open().await?;
+    if let Some(path) = &file {
+        let what = if existed { "opened" } else { "created" };
+        tracing::info!(path = %path.display(), "{what} the SQLite database file");
+    }
     let config = ServerConfig {
         api_token: args.api_token.filter(|t| !t.is_empty()),
         max_body_bytes: args.max_body_bytes,
@@ -50,6 +60,13 @@ pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
 /// `triggers rebuild`: recompute every projection from the log.
 pub(super) async fn rebuild(args: RebuildArgs) -> Result<(), CliError> {
     let url = &args.database.database_url;
+    if let Some(path) = sqlite_file(url).filter(|path| !path.exists()) {
+        return Err(CliError::Usage(format!(
+            "there is no database at {} (from {}): rebuild reads an existing event log, so point --database-url (or TRIGGERS_DATABASE_URL) at it",
+            path.display(),
+            redact(url)
+        )));
+    }
     tracing::info!(database = %redact(url), "rebuilding projections from the event log");
     // A maintenance run: it must not run jobs or expire leases while it works.
     let options = EngineOptions {
@@ -66,8 +83,13 @@ pub(super) async fn rebuild(args: RebuildArgs) -> Result<(), CliError> {
         0.0
     };
     println!(
-        "rebuilt {} sessions from {} events: {} instances, {} queued, in {:.3} s ({:.0} events/s)",
-        report.sessions, report.events, report.instances, report.queued, seconds, rate
+        "rebuilt {} from {}: {}, {} queued, in {:.3} s ({:.0} events/s)",
+        count(report.sessions as usize, "session"),
+        count(report.events as usize, "event"),
+        count(report.instances as usize, "instance"),
+        report.queued,
+        seconds,
+        rate
     );
     Ok(())
 }
@@ -106,40 +128,5 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
                 std::future::pending::<()>().await;
             }
         }
-    }
-}
-
-/// The URL with any password replaced, for logs.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_never_reach_the_logs() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/triggers?sslmode=require"),
-            "postgres://app:***@db:5432/triggers?sslmode=require"
-        );
-        assert_eq!(
-            redact("postgres://app@db/triggers"),
-            "postgres://app@db/triggers"
-        );
-        assert_eq!(redact("sqlite://triggers.db"), "sqlite://triggers.db");
-        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
     }
 }

@@ -52,28 +52,38 @@ pub struct WorkArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     /// The queue to claim from (`worker:<queue>` tasks); `default` when absent.
-    #[arg(long, env = "TRIGGERS_QUEUE")]
+    #[arg(long, env = "TRIGGERS_QUEUE", hide_env_values = true)]
     pub queue: Option<String>,
     /// How many tasks run at once (one COMMAND process each).
-    #[arg(long, env = "TRIGGERS_CONCURRENCY", default_value_t = 1,
+    #[arg(long, env = "TRIGGERS_CONCURRENCY", hide_env_values = true, default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub concurrency: u32,
     /// The worker's name, recorded in each `InstanceStarted` event (default:
     /// `<hostname>:<pid>`).
-    #[arg(long, env = "TRIGGERS_WORKER")]
+    #[arg(long, env = "TRIGGERS_WORKER", hide_env_values = true)]
     pub worker: Option<String>,
     /// Lease asked for each claim, in seconds (1..3600); renewed every third of it
     /// while COMMAND runs.
-    #[arg(long, env = "TRIGGERS_LEASE_SECONDS", default_value_t = 30,
+    #[arg(long, env = "TRIGGERS_LEASE_SECONDS", hide_env_values = true, default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub lease_seconds: u32,
     /// Longest pause between two claims while the queue is empty, in seconds.
-    #[arg(long, env = "TRIGGERS_MAX_POLL_INTERVAL", default_value_t = 2.0)]
+    #[arg(
+        long,
+        env = "TRIGGERS_MAX_POLL_INTERVAL",
+        hide_env_values = true,
+        default_value_t = 2.0
+    )]
     pub max_poll_interval: f64,
     /// On Ctrl-C or SIGTERM, how long to wait for running commands, in seconds;
     /// those still running then are killed and re-run elsewhere once their lease
     /// expires.
-    #[arg(long, env = "TRIGGERS_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "TRIGGERS_SHUTDOWN_TIMEOUT",
+        hide_env_values = true,
+        default_value_t = 30
+    )]
     pub shutdown_timeout: u64,
     /// The program to run for each task, and its arguments (after `--`). It reads
     /// `{"session","instance","run","kwargs","attempt"}` on standard input and

@@ -116,6 +116,18 @@ impl TaskConfig {
     pub fn configured_runner(&self) -> Option<Runner> {
         self.using.as_deref().and_then(Runner::parse_using)
     }
+
+    /// The runner its instances go to: `using` when given; otherwise inline
+    /// when `run` has a handler in this process, else the default worker queue.
+    pub fn runner(&self, has_handler: bool) -> Runner {
+        self.configured_runner().unwrap_or_else(|| {
+            if has_handler {
+                Runner::Inline
+            } else {
+                Runner::Worker(Runner::DEFAULT_QUEUE.to_owned())
+            }
+        })
+    }
 }
 
 /// Parses and validates a whole `tasks` document. Any error rejects all of it.
@@ -274,6 +286,8 @@ pub fn json_type(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+pub mod diagnostics;
 
 #[cfg(test)]
 mod properties;

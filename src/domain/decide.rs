@@ -351,13 +351,7 @@ impl<'a> Decider<'a> {
 
     /// `using` when given; otherwise inline for a registered handler, else the default queue.
     fn runner_for(&self, task: &TaskConfig) -> Runner {
-        task.configured_runner().unwrap_or_else(|| {
-            if self.resolver.is_registered(&task.run) {
-                Runner::Inline
-            } else {
-                Runner::Worker(Runner::DEFAULT_QUEUE.to_owned())
-            }
-        })
+        task.runner(self.resolver.is_registered(&task.run))
     }
 
     /// A runner starts a scheduled instance (or re-runs a running one whose lease

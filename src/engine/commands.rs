@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::{Engine, Error, Result};
+use crate::domain::config::diagnostics::{self, ConfigWarning};
 use crate::domain::config::json_type;
 use crate::domain::{
     parse_tasks, Event, FireOutcome, Instance, InstanceStatus, JsonObject, SessionUid, TriggerName,
@@ -42,6 +43,16 @@ impl FireResult {
     }
 }
 
+/// What a `configure` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configured {
+    /// The session's version after it.
+    pub version: u64,
+    /// What was accepted but is likely a mistake (unknown directives, a `run`
+    /// that goes to a worker queue for want of a handler).
+    pub warnings: Vec<ConfigWarning>,
+}
+
 /// Parses an optional JSON value that must be an object (`None` and `null` -> `{}`).
 pub(crate) fn object_or_empty(value: Option<Value>, what: &str) -> Result<JsonObject> {
     match value {
@@ -65,14 +76,33 @@ pub(crate) fn optional_object(value: Option<Value>, what: &str) -> Result<Option
 impl Engine {
     /// Adds or replaces tasks (`tasks`: task name -> directives). Bad configuration
     /// is rejected as a whole and nothing is written.
-    #[tracing::instrument(skip(self, tasks), err(level = "debug"))]
     pub async fn configure(&self, session: &str, tasks: &Value) -> Result<u64> {
+        Ok(self.configure_checked(session, tasks, false).await?.version)
+    }
+
+    /// [`Engine::configure`], answering with its warnings too. With `strict`, an
+    /// unknown directive is `BadConfiguration` (and nothing is written) rather
+    /// than a warning.
+    #[tracing::instrument(skip(self, tasks), err(level = "debug"))]
+    pub async fn configure_checked(
+        &self,
+        session: &str,
+        tasks: &Value,
+        strict: bool,
+    ) -> Result<Configured> {
         let uid = SessionUid::parse(session)?;
         let tasks = parse_tasks(tasks)?;
+        if strict {
+            diagnostics::refuse_unknown_directives(&tasks)?;
+        }
+        let warnings = diagnostics::diagnose(&tasks, |run| self.registry().contains(run));
         let executed = self
             .execute(uid.as_str(), |d| d.configure(tasks.clone()), |_| Vec::new())
             .await?;
-        Ok(executed.value)
+        Ok(Configured {
+            version: executed.value,
+            warnings,
+        })
     }
 
     /// Fires `trigger` with `kwargs` (SPEC section 3). With an idempotency key, a

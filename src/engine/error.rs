@@ -79,6 +79,8 @@ impl From<StoreError> for Error {
                 "the lease on instance {instance:?} of session {session:?} expired or was claimed by another worker"
             )),
             StoreError::BadUrl(url) => Error::BadInput(StoreError::BadUrl(url).to_string()),
+            // Opening failed: the message names the database and what to check.
+            err @ StoreError::CannotOpen { .. } => Error::Store(err),
             other if other.is_transient() => Error::Unavailable(other),
             other => Error::Store(other),
         }

@@ -29,7 +29,7 @@ use crate::domain::{
 };
 use crate::store::{self, Commit, InstanceRow, QueueOp, Store, StoreError, StoredSnapshot};
 
-pub use commands::FireResult;
+pub use commands::{Configured, FireResult};
 pub use error::{Error, Result};
 pub use handler::{Handler, HandlerFuture, Job, Outcome, Registry};
 pub use hooks::{FinalizeSession, Hook};

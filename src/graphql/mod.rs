@@ -8,6 +8,10 @@
 //! - `limits` (private): bracket nesting and fragment-expanded size of a
 //!   document, checked before async-graphql parses and validates it.
 //! - `workers` (private): the worker protocol calls, in one place.
+//! - `warnings` (private): `extensions.warnings` of a response (`configure`'s
+//!   diagnostics).
+//! - `order` (private): response fields put back in the order the query
+//!   selected them (async-graphql writes them as they complete).
 //!
 //! [`schema`] builds the executable schema with its limits; [`sdl`] is what
 //! `schema.graphql` at the repo root must contain.
@@ -15,10 +19,12 @@
 pub mod error;
 mod limits;
 pub mod mutation;
+mod order;
 pub mod query;
 pub mod scalars;
 pub mod subscription;
 pub mod types;
+mod warnings;
 mod workers;
 
 use std::time::Duration;
@@ -79,7 +85,10 @@ impl Default for Config {
 }
 
 fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(Query, Mutation, Subscription).extension(error::ErrorCodes)
+    Schema::build(Query, Mutation, Subscription)
+        .extension(error::ErrorCodes)
+        .extension(order::SelectionOrder)
+        .extension(warnings::Warnings)
 }
 
 /// The schema served for `engine`, with `config`'s limits.

@@ -7,7 +7,7 @@ use async_graphql::{Context, Object, Result};
 use super::error::{from_engine, GqlResult};
 use super::scalars::{DateTime, Json};
 use super::types::{FireResult, InstanceStatus, Session, TaskClaim, TaskInstance};
-use super::{check_json_size, check_text, engine, workers};
+use super::{check_json_size, check_text, engine, warnings, workers};
 use crate::engine::Error;
 
 /// Writes.
@@ -19,12 +19,26 @@ fn json(value: &Option<Json>) -> Option<&serde_json::Value> {
 
 #[Object]
 impl Mutation {
-    /// Adds or replaces tasks (`tasks`: task name -> directives, SPEC section 2).
-    /// Bad configuration is rejected as a whole (`BAD_CONFIGURATION`).
-    async fn configure(&self, ctx: &Context<'_>, session: String, tasks: Json) -> Result<Session> {
+    /// Adds or replaces tasks (`tasks`: task name -> directives; see
+    /// docs/configuration.md). Bad configuration is rejected as a whole
+    /// (`BAD_CONFIGURATION`). What is accepted but likely a mistake (an unknown
+    /// directive, a `run` with no handler and no `using`) is listed in the
+    /// response's `extensions.warnings`; with `strict: true` an unknown
+    /// directive is refused instead.
+    async fn configure(
+        &self,
+        ctx: &Context<'_>,
+        session: String,
+        tasks: Json,
+        #[graphql(default_with = "Some(false)")] strict: Option<bool>,
+    ) -> Result<Session> {
         check_json_size(ctx, "tasks", Some(&tasks.0))?;
         let engine = engine(ctx);
-        engine.configure(&session, &tasks.0).await.gql()?;
+        let configured = engine
+            .configure_checked(&session, &tasks.0, strict.unwrap_or(false))
+            .await
+            .gql()?;
+        warnings::warn(ctx, configured.warnings);
         Ok(Session::new(engine.session(&session).await.gql()?))
     }
 

@@ -291,6 +291,13 @@ impl TaskConfig {
         self.config.using.as_deref()
     }
 
+    /// Where this server sends its instances: `inline`, or `worker:<queue>`
+    /// (a `run` with no handler here and no `using` goes to `worker:default`).
+    async fn runner(&self, ctx: &Context<'_>) -> String {
+        let has_handler = engine(ctx).registry().contains(&self.config.run);
+        self.config.runner(has_handler).to_string()
+    }
+
     /// Static kwargs merged under the trigger kwargs when an instance runs.
     async fn with_params(&self) -> JsonRef<'_> {
         (&self.config.with_params).into()

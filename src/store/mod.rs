@@ -14,12 +14,14 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Event, InstanceStatus};
 
+mod location;
 mod open;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use location::{redact, sqlite_file};
 pub use open::open;
 
 /// Why a store operation failed.
@@ -64,6 +66,17 @@ pub enum StoreError {
     /// Migrations failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database could not be opened: which one, why, and what to check.
+    #[error("cannot open {target}: {}the driver said: {source}", if hint.is_empty() { String::new() } else { format!("{hint}; ") })]
+    CannotOpen {
+        /// The file or server, named for a person.
+        target: String,
+        /// The likely cause.
+        hint: String,
+        /// The failure.
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 impl StoreError {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::location;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{Store, StoreError, StoreResult};
@@ -18,13 +19,20 @@ use super::{Store, StoreError, StoreResult};
 ///   connections (default 16; see [`PostgresStore::connect`]).
 ///
 /// # Errors
-/// [`StoreError::BadUrl`] for any other scheme; otherwise whatever connecting
-/// or migrating fails with.
+/// [`StoreError::BadUrl`] for any other scheme; otherwise what connecting or
+/// migrating fails with, as [`StoreError::CannotOpen`] (naming the file or
+/// server and the likely cause).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        let store = SqliteStore::connect(url)
+            .await
+            .map_err(|err| location::explain(url, err))?;
+        Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
+        let store = PostgresStore::connect(url)
+            .await
+            .map_err(|err| location::explain(url, err))?;
+        Ok(Arc::new(store))
     } else {
         Err(StoreError::BadUrl(url.to_owned()))
     }

@@ -168,6 +168,13 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
             dir.join("triggers.db").exists(),
             "the default database is created in the working directory"
         );
+        let file = dir.join("triggers.db").display().to_string();
+        let log = server.log.lock().unwrap().clone();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("created the SQLite database file") && l.contains(&file)),
+            "serve logs the absolute path of the file it created: {log:#?}"
+        );
     }
     let url = server.address.clone();
 
@@ -178,7 +185,8 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
         json!({
             "t_importSubject": {"after": ["firstPageReceived"], "run": PASSTHRU},
             "t_importResponses": {"after": ["firstPageReceived"], "andEvery": "pageReceived", "run": PASSTHRU},
-            "t_later": {"after": ["never"], "run": PASSTHRU}
+            "t_later": {"after": ["never"], "run": PASSTHRU},
+            "t_fails": {"after": ["firstPageReceived"], "run": "triggers.testing.Failing"}
         })
         .to_string(),
     )
@@ -192,6 +200,40 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
         out.contains("configured") && out.contains("t_importSubject"),
         "{out}"
     );
+
+    // configure warns about likely mistakes on stderr; --strict refuses them
+    let typo = dir.join("typo.json");
+    std::fs::write(
+        &typo,
+        json!({"t_typo": {"after": ["never"], "unles": ["x"], "run": "app.tasks.Nowhere"}})
+            .to_string(),
+    )
+    .unwrap();
+    let typo = typo.to_str().unwrap();
+    let (success, _, stderr) = run(
+        dir,
+        &["configure", "other", typo, "--strict", "--server", &url],
+    )
+    .await;
+    assert!(!success, "{stderr}");
+    assert!(
+        stderr.contains("BAD_CONFIGURATION") && stderr.contains("did you mean \"unless\"?"),
+        "{stderr}"
+    );
+    let (success, out, stderr) = run(dir, &["configure", "other", typo, "--server", &url]).await;
+    assert!(
+        success && out.contains("configured t_typo"),
+        "{out}{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "warning: task \"t_typo\": unknown directive \"unles\" (did you mean \"unless\"?)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("worker queue \"default\""), "{stderr}");
+    let out = ok(dir, &["show", "other", "--server", &url]).await;
+    assert!(out.contains("app.tasks.Nowhere (worker:default)"), "{out}");
 
     // fire, with kwargs and an idempotency key
     let out = ok(
@@ -207,7 +249,10 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
         ],
     )
     .await;
-    assert!(out.contains("scheduled: t_importSubject#0"), "{out}");
+    assert!(
+        out.contains("scheduled: t_fails#0, t_importSubject#0"),
+        "{out}"
+    );
     let page = [
         "fire",
         S,
@@ -255,7 +300,9 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     }
 
     // show and events
-    let out = ok(dir, &["show", S, "--server", &url]).await;
+    // `--server host:port` without a scheme is http
+    let bare = url.trim_start_matches("http://");
+    let out = ok(dir, &["show", S, "--server", bare]).await;
     for expected in [
         "TASK",
         "t_importSubject",
@@ -268,6 +315,26 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     ] {
         assert!(out.contains(expected), "show lacks {expected:?}:\n{out}");
     }
+    // each instance's result or error, shortened, and counts in good English
+    assert!(out.contains("4 tasks, 3 instances (1 unresolved)"), "{out}");
+    assert!(
+        out.contains("RESULT / ERROR") && out.contains("{\"kwargs\":{\"firstPageReceived\""),
+        "{out}"
+    );
+    assert!(out.contains("triggers.testing.Failure: "), "{out}");
+    let json_out = ok(dir, &["show", S, "--json", "--server", &url]).await;
+    let shown: Value = serde_json::from_str(&json_out).expect("show --json prints JSON");
+    assert_eq!(shown["uid"], S);
+    let failed = shown["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "t_fails#0")
+        .expect("t_fails#0 in show --json");
+    assert_eq!(
+        failed["metadata"]["exceptionType"],
+        "triggers.testing.Failure"
+    );
     let out = ok(dir, &["events", S, "--server", &url]).await;
     for expected in [
         "SEQ",
@@ -291,22 +358,121 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     let db_args = database_args(&db);
     rebuild.extend(db_args.iter().map(String::as_str));
     let out = ok(dir, &rebuild).await;
-    let events = before["session"]["version"].as_u64().unwrap();
+    let events: u64 = before["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].as_u64().unwrap())
+        .sum();
     assert!(
-        out.contains(&format!("rebuilt 1 sessions from {events} events")),
+        out.contains(&format!("rebuilt 2 sessions from {events} events")),
         "{out}"
     );
     assert!(out.contains("events/s"), "{out}");
 
     let server = start(&db, dir).await;
+    if db.backend == Backend::Sqlite {
+        let log = server.log.lock().unwrap().clone();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("opened the SQLite database file")),
+            "{log:#?}"
+        );
+    }
     let after = server.query(EVERYTHING, json!({"s": S})).await;
     assert_eq!(after, before);
     server.terminate().await;
 
     // a client with no server to talk to says so
     let (success, _, stderr) = run(dir, &["show", S, "--server", &url]).await;
+    assert!(!success, "{stderr}");
     assert!(
-        !success && stderr.contains("cannot reach the server"),
+        stderr.contains(&format!(
+            "cannot reach the server at {url}/graphql: connection refused"
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn errors_name_the_database_file_or_the_port_and_the_likely_cause() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let missing = dir.join("no-such-dir").join("triggers.db");
+    let url = format!("sqlite://{}", missing.display());
+
+    // rebuild refuses a SQLite file that does not exist, and creates nothing
+    let (success, out, stderr) = run(dir, &["rebuild", "--database-url", &url]).await;
+    assert!(!success, "{out}");
+    assert!(
+        stderr.contains(&format!("there is no database at {}", missing.display())),
+        "{stderr}"
+    );
+    assert!(!missing.exists());
+    let relative = run(dir, &["rebuild", "--database-url", "sqlite://gone.db"]).await;
+    assert!(!relative.0);
+    assert!(
+        relative
+            .2
+            .contains(&dir.join("gone.db").display().to_string()),
+        "a relative URL is named by its absolute path: {}",
+        relative.2
+    );
+    assert!(!dir.join("gone.db").exists());
+
+    // serve names the file it cannot open and why
+    let (success, _, stderr) = run(
+        dir,
+        &["serve", "--database-url", &url, "--listen", "127.0.0.1:0"],
+    )
+    .await;
+    assert!(!success);
+    assert!(
+        stderr.contains(&format!(
+            "cannot open the SQLite database {}",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} does not exist",
+            missing.parent().unwrap().display()
+        )),
+        "{stderr}"
+    );
+
+    // a port in use fails before the database is opened (or created)
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let fresh = dir.join("fresh.db");
+    let (success, _, stderr) = run(
+        dir,
+        &[
+            "serve",
+            "--database-url",
+            &format!("sqlite://{}", fresh.display()),
+            "--listen",
+            &address,
+        ],
+    )
+    .await;
+    assert!(!success);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("opening the database"), "{stderr}");
+    assert!(
+        !fresh.exists(),
+        "the database was created before the port was bound"
+    );
+
+    // a --server that is not an http URL says what is expected
+    let (success, _, stderr) = run(dir, &["show", S, "--server", "ftp://example"]).await;
+    assert!(!success);
+    assert!(
+        stderr.contains("expected a URL such as http://127.0.0.1:8080"),
         "{stderr}"
     );
 }

@@ -9,12 +9,14 @@ mod support;
 
 mod audit;
 mod cli;
+mod diagnostics;
 mod errors;
 mod fuzz;
 mod hostile;
 mod limits;
 mod listings;
 mod mutations;
+mod order;
 mod queries;
 mod questionnaire;
 mod schema;

@@ -147,7 +147,7 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "Mutation",
         &[
-            "configure(session: String!, tasks: JSON!): Session!",
+            "configure(session: String!, tasks: JSON!, strict: Boolean = false): Session!",
             "fire(session: String!, trigger: String!, kwargs: JSON, idempotencyKey: String): FireResult!",
             "replayFailedInstance(session: String!, instance: String!, replacementKwargs: JSON): TaskInstance!",
             "skipFailedInstance(session: String!, instance: String!, cascade: Boolean, result: JSON): TaskInstance!",
