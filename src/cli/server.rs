@@ -19,7 +19,11 @@ pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
         inline_lease: Duration::from_secs(args.inline_lease_seconds),
         ..EngineOptions::default()
     };
-    let engine = Engine::builder(url.clone()).options(options).open().await?;
+    let engine = Engine::builder(url.clone())
+        .options(options)
+        .store_options(args.database.store_options())
+        .open()
+        .await?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|source| CliError::Io {
@@ -57,7 +61,11 @@ pub(super) async fn rebuild(args: RebuildArgs) -> Result<(), CliError> {
         sweep_interval: None,
         ..EngineOptions::default()
     };
-    let engine = Engine::builder(url.clone()).options(options).open().await?;
+    let engine = Engine::builder(url.clone())
+        .options(options)
+        .store_options(args.database.store_options())
+        .open()
+        .await?;
     let report = engine.rebuild().await?;
     let seconds = report.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 {
