@@ -14,6 +14,8 @@
 #   TRIGGERS_SQLITE_SYNCHRONOUS  FULL (default, durable) / NORMAL / OFF
 #   TRIGGERS_PG_POOL_SIZE        PostgreSQL pool size (default 16)
 #   CARGO_TARGET_DIR             where cargo builds (default ./target)
+#   LOADGEN_BIN                  a triggers binary to run instead of building one
+#                                (to compare two builds side by side)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,8 +23,12 @@ clients=${LOADGEN_CLIENTS:-"1 32"}
 sessions=${LOADGEN_SESSIONS:-64}
 duration=${LOADGEN_DURATION:-10}
 
-cargo build --release --bin triggers
-bin="${CARGO_TARGET_DIR:-target}/release/triggers"
+if [[ -n "${LOADGEN_BIN:-}" ]]; then
+    bin=$LOADGEN_BIN
+else
+    cargo build --release --bin triggers
+    bin="${CARGO_TARGET_DIR:-target}/release/triggers"
+fi
 
 work=$(mktemp -d)
 server_pid=""

@@ -23,6 +23,7 @@ mod open;
 mod options;
 mod plan;
 pub mod postgres;
+mod queue_plan;
 mod replace;
 mod sql;
 pub mod sqlite;

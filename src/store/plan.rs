@@ -4,36 +4,37 @@
 //! A [`Decision`] is a [`Commit`] encoded once, outside any lock: its events,
 //! instance rows and the net effect of its queue changes on each instance's row
 //! ([`reduce`]). A group of decisions (at most one per session) is then written
-//! by [`write_group`] as a fixed sequence of [`Step`]s, each one statement
-//! whose rows travel as one JSON array parameter:
+//! by [`write_group`] in a fixed sequence, every row set one JSON array
+//! parameter:
 //!
-//! 1. `Lock`: the guarded sessions' rows, in uid order (PostgreSQL only: it
-//!    makes every writer take session locks before queue-row locks, in one
-//!    order, so two servers' groups cannot deadlock);
-//! 2. `Checks`: the lease conditions that depend on stored queue rows; a
-//!    decision with a failing one is refused alone (`LeaseLost`);
-//! 3. `Create` / `Advance`: the version guards; a decision whose session moved
-//!    on is refused alone (`Conflict`);
-//! 4. `Events`, `Instances`, `Puts`, `Relets`, `Deletes`: the writes of the
-//!    decisions still standing.
+//! 1. only when a lease is checked on a stored queue row: `Lock`, the guarded
+//!    sessions' rows in uid order (PostgreSQL; so that every writer takes
+//!    session locks before queue-row locks, in one order, and two servers'
+//!    groups cannot deadlock), then `Checks`, which refuse a decision whose
+//!    lease does not hold (`LeaseLost`; `Stale` tells a stale one it is stale);
+//! 2. [`Exec::guard_and_write`]: the version guards, and the events, instance
+//!    rows and queue changes of the sessions that pass (a decision whose
+//!    session moved on is refused alone: `Conflict`). One statement on
+//!    PostgreSQL (a fire's whole group is one round trip, without
+//!    `BEGIN`/`COMMIT`); on SQLite the guards, then every write in one hop.
 //!
-//! Every statement's outcome is known before the next is built, so a refused
-//! decision never writes anything and needs no savepoint. Sessions are distinct
-//! within a group, so no two decisions touch the same row, and each check is
-//! made on the rows as they were before the group.
+//! A refused decision never writes anything and needs no savepoint. Sessions
+//! are distinct within a group, so no two decisions touch the same row, and each
+//! check is made on the rows as they were before the group.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::codec::{timestamp, to_i64, to_json};
-use super::{Commit, InstanceRow, QueueOp, StoreError, StoreResult};
+use super::queue_plan::{reduce, QueueChanges};
+use super::{Commit, InstanceRow, StoreError, StoreResult};
 use crate::domain::Event;
 
-/// One statement of a group's write. Each backend has its SQL for each.
+/// One statement of a group's write (or of `replace_projections`) that both
+/// backends spell alike. Each backend has its SQL for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
     /// Locks the session rows of `[{uid}]`, in uid order.
@@ -43,20 +44,8 @@ pub(super) enum Step {
     /// Returns the uids of `[{uid, expected}]` whose session is not at `expected`
     /// (only for decisions already refused for a lease: a stale one is told so).
     Stale,
-    /// Inserts first sessions `[{uid, version, at}]`; returns the uids created.
-    Create,
-    /// Advances sessions `[{uid, version, at, expected}]`; returns the uids advanced.
-    Advance,
-    /// Inserts events.
-    Events,
     /// Upserts instance rows (leaving identical ones alone).
     Instances,
-    /// Writes whole queue rows (replacing any lease).
-    Puts,
-    /// Sets the lease of existing queue rows.
-    Relets,
-    /// Deletes queue rows `[{session, instance}]`.
-    Deletes,
     /// `replace_projections`: sets sessions rows `[{uid, version, at}]`.
     PutSessions,
     /// `replace_projections`: deletes the instance rows of `[{session, instance}]`'s
@@ -71,6 +60,43 @@ pub(super) enum Step {
     PutSnapshots,
 }
 
+/// The guards and writes of a group's standing decisions, each row set a JSON
+/// array (`None`: no rows).
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    /// First commits `[{uid, version, at, expected}]` (the session is created).
+    pub(super) creates: Option<String>,
+    /// Later commits `[{uid, version, at, expected}]` (the version advances).
+    pub(super) advances: Option<String>,
+    /// Sessions of decisions without events, hence without a guard.
+    pub(super) unguarded: Vec<String>,
+    /// `[{session, seq, kind, format, data, caused_by, instance, trigger_name, at}]`.
+    pub(super) events: Option<String>,
+    /// `[{session, name, task, status, created_seq, updated_at, body}]`.
+    pub(super) instances: Option<String>,
+    /// Whole queue rows, written over any row there (its lease too).
+    pub(super) puts: Option<String>,
+    /// `[{session, instance, lease_owner, lease_token, lease_expires_at}]`.
+    pub(super) relets: Option<String>,
+    /// Queue rows `[{session, instance}]` to delete.
+    pub(super) deletes: Option<String>,
+}
+
+impl Writes {
+    /// Whether there is a row to write besides the guards.
+    pub(super) fn has_rows(&self) -> bool {
+        [
+            &self.events,
+            &self.instances,
+            &self.puts,
+            &self.relets,
+            &self.deletes,
+        ]
+        .iter()
+        .any(|rows| rows.is_some())
+    }
+}
+
 /// Runs the statements of a write on one connection inside its transaction.
 #[async_trait]
 pub(super) trait Exec: Send {
@@ -81,6 +107,9 @@ pub(super) trait Exec: Send {
     async fn texts(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<String>>>;
     /// Runs `step`.
     async fn run(&mut self, step: Step, rows: String) -> StoreResult<()>;
+    /// Runs the guards and the writes of the sessions that pass them (and of
+    /// the unguarded ones); returns the uids that passed their guard.
+    async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>>;
 }
 
 /// Statements sent by the write path (`BEGIN` and `COMMIT` included) and
@@ -229,164 +258,6 @@ impl InstanceJson {
     }
 }
 
-/// What a decision does to the queue, instance by instance.
-#[derive(Debug, Default, PartialEq)]
-struct QueueChanges {
-    checks: Vec<Check>,
-    puts: Vec<Put>,
-    relets: Vec<Relet>,
-    deletes: Vec<String>,
-}
-
-/// A lease condition on a stored queue row: it exists, is available at `now`,
-/// and its lease is free or expired (`held` none), held under `held` and not
-/// expired, or anything (`only_available`: only the availability is in question).
-#[derive(Debug, PartialEq)]
-struct Check {
-    instance: String,
-    now: DateTime<Utc>,
-    held: Option<String>,
-    only_available: bool,
-}
-
-/// A whole queue row, written over whatever is there.
-#[derive(Debug, PartialEq)]
-struct Put {
-    instance: String,
-    queue: String,
-    run: String,
-    available_at: DateTime<Utc>,
-    lease: Option<Lease>,
-}
-
-/// A new lease on a stored row.
-#[derive(Debug, Clone, PartialEq)]
-struct Lease {
-    owner: String,
-    token: String,
-    expires_at: DateTime<Utc>,
-}
-
-#[derive(Debug, PartialEq)]
-struct Relet {
-    instance: String,
-    lease: Lease,
-}
-
-/// Where a decision leaves one instance's queue row.
-enum Last {
-    Unchanged,
-    Put(Put),
-    Relet(Lease),
-    Gone,
-}
-
-/// Whether a lease taken at `now` (under `current`, when renewing) holds on a
-/// row whose lease is `lease`: the same rule as the checks' SQL.
-fn lease_holds(lease: Option<&Lease>, now: DateTime<Utc>, current: Option<&str>) -> bool {
-    match current {
-        None => lease.is_none_or(|lease| lease.expires_at <= now),
-        Some(token) => lease.is_some_and(|lease| lease.token == token && lease.expires_at > now),
-    }
-}
-
-/// The net effect of `ops` on each instance's row, in the order the instances
-/// were first touched, with the checks the stored rows must pass; `Err` with
-/// the instance whose lease fails on what this decision itself wrote.
-fn reduce(ops: &[QueueOp]) -> Result<QueueChanges, String> {
-    let mut order: Vec<(&str, Last)> = Vec::with_capacity(ops.len());
-    let mut position: HashMap<&str, usize> = HashMap::with_capacity(ops.len());
-    let mut checks = Vec::new();
-    for op in ops {
-        let instance = match op {
-            QueueOp::Enqueue { instance, .. }
-            | QueueOp::Remove { instance }
-            | QueueOp::Lease { instance, .. } => instance.as_str(),
-        };
-        let at = *position.entry(instance).or_insert_with(|| {
-            order.push((instance, Last::Unchanged));
-            order.len() - 1
-        });
-        let last = &mut order[at].1;
-        match op {
-            QueueOp::Enqueue {
-                queue,
-                run,
-                available_at,
-                ..
-            } => {
-                *last = Last::Put(Put {
-                    instance: instance.to_owned(),
-                    queue: queue.clone(),
-                    run: run.clone(),
-                    available_at: *available_at,
-                    lease: None,
-                })
-            }
-            QueueOp::Remove { .. } => *last = Last::Gone,
-            QueueOp::Lease {
-                owner,
-                token,
-                expires_at,
-                now,
-                current_token,
-                ..
-            } => {
-                let lease = Lease {
-                    owner: owner.clone(),
-                    token: token.clone(),
-                    expires_at: *expires_at,
-                };
-                let current = current_token.as_deref();
-                match last {
-                    Last::Unchanged => {
-                        checks.push(Check {
-                            instance: instance.to_owned(),
-                            now: *now,
-                            held: current_token.clone(),
-                            only_available: false,
-                        });
-                        *last = Last::Relet(lease);
-                    }
-                    Last::Put(put)
-                        if put.available_at <= *now
-                            && lease_holds(put.lease.as_ref(), *now, current) =>
-                    {
-                        put.lease = Some(lease)
-                    }
-                    Last::Relet(held) if lease_holds(Some(held), *now, current) => {
-                        // The stored row's availability is still the question.
-                        checks.push(Check {
-                            instance: instance.to_owned(),
-                            now: *now,
-                            held: None,
-                            only_available: true,
-                        });
-                        *held = lease;
-                    }
-                    _ => return Err(instance.to_owned()),
-                }
-            }
-        }
-    }
-    let mut changes = QueueChanges {
-        checks,
-        ..QueueChanges::default()
-    };
-    for (instance, last) in order {
-        match last {
-            Last::Unchanged => {}
-            Last::Put(put) => changes.puts.push(put),
-            Last::Relet(lease) => changes.relets.push(Relet {
-                instance: instance.to_owned(),
-                lease,
-            }),
-            Last::Gone => changes.deletes.push(instance.to_owned()),
-        }
-    }
-    Ok(changes)
-}
-
 /// Writes `group` (at most one decision per session) on `exec`, inside the
 /// caller's transaction, in a constant number of statements. The outer error
 /// is a statement that failed (the caller's transaction is then void); inside,
@@ -428,6 +299,17 @@ pub(super) async fn write_group(
         }
     }
     if !checks.is_empty() {
+        // Session rows before queue rows, in one order, in every writer.
+        let guarded: Vec<usize> = standing(&outcomes)
+            .into_iter()
+            .filter(|&i| group[i].guard.is_some() && group[i].expected_version > 0)
+            .collect();
+        if !guarded.is_empty() {
+            let mut uids: Vec<&str> = guarded.iter().map(|&i| group[i].session.as_str()).collect();
+            uids.sort_unstable();
+            let rows: Vec<_> = uids.iter().map(|uid| Uid { uid }).collect();
+            exec.run(Step::Lock, to_json(&rows)?).await?;
+        }
         let rows: Vec<_> = checks
             .iter()
             .enumerate()
@@ -465,35 +347,35 @@ pub(super) async fn write_group(
         }
     }
 
-    for first in [true, false] {
-        let guards: Vec<usize> = standing(&outcomes)
-            .into_iter()
-            .filter(|&i| group[i].guard.is_some() && (group[i].expected_version == 0) == first)
-            .collect();
-        if guards.is_empty() {
-            continue;
-        }
-        let rows = guard_rows(group, &guards)?;
-        let step = if first { Step::Create } else { Step::Advance };
-        let passed = exec.texts(step, to_json(&rows)?).await?.unwrap_or_default();
-        let passed: HashSet<&str> = passed.iter().map(String::as_str).collect();
-        for i in guards {
-            if !passed.contains(group[i].session.as_str()) {
-                outcomes[i] = Err(group[i].conflict());
-            }
-        }
-    }
-
-    let written: Vec<&Decision> = standing(&outcomes).into_iter().map(|i| group[i]).collect();
-    match write_rows(exec, &written).await {
+    let standing_now = standing(&outcomes);
+    let written: Vec<&Decision> = standing_now.iter().map(|&i| group[i]).collect();
+    let writes = writes(&written)?;
+    let passed = match exec.guard_and_write(&writes).await {
+        Ok(passed) => passed,
         // A seq taken behind the guards' back (only a damaged sessions row
         // allows it): nothing of the group may commit, and each re-decides.
         Err(StoreError::Backend(sqlx::Error::Database(db))) if db.is_unique_violation() => {
-            Ok(group.iter().map(|d| Err(d.conflict())).collect())
+            return Ok(group.iter().map(|d| Err(d.conflict())).collect());
         }
-        Err(err) => Err(err),
-        Ok(()) => Ok(outcomes),
+        Err(err) => return Err(err),
+    };
+    let passed: HashSet<&str> = passed.iter().map(String::as_str).collect();
+    for i in standing_now {
+        if group[i].guard.is_some() && !passed.contains(group[i].session.as_str()) {
+            outcomes[i] = Err(group[i].conflict());
+        }
     }
+    Ok(outcomes)
+}
+
+/// Whether writing `group` takes more than the one statement of
+/// [`Exec::guard_and_write`]: lease checks, and lease or delete changes to rows
+/// already stored, are made in a transaction.
+pub(super) fn needs_transaction(group: &[&Decision]) -> bool {
+    group.iter().any(|d| match &d.queue {
+        Ok(q) => !(q.checks.is_empty() && q.relets.is_empty() && q.deletes.is_empty()),
+        Err(_) => true,
+    })
 }
 
 /// The guards of `group`'s decisions `at` (which all have one).
@@ -518,16 +400,36 @@ pub(super) fn nothing_stands(outcomes: &[StoreResult<()>]) -> bool {
     outcomes.iter().all(Result::is_err)
 }
 
-/// The writes of the decisions that passed their checks and guards.
-async fn write_rows(exec: &mut impl Exec, written: &[&Decision]) -> StoreResult<()> {
+/// The guards and row sets of the decisions still standing.
+fn writes(written: &[&Decision]) -> StoreResult<Writes> {
+    fn rows<T: Serialize>(rows: &[T]) -> StoreResult<Option<String>> {
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            to_json(&rows).map(Some)
+        }
+    }
+    let (mut creates, mut advances, mut unguarded) = (Vec::new(), Vec::new(), Vec::new());
+    for d in written {
+        match &d.guard {
+            Some((version, at)) => {
+                let guard = GuardJson {
+                    uid: &d.session,
+                    version: *version,
+                    at,
+                    expected: to_i64(d.expected_version)?,
+                };
+                if d.expected_version == 0 {
+                    creates.push(guard);
+                } else {
+                    advances.push(guard);
+                }
+            }
+            None => unguarded.push(d.session.clone()),
+        }
+    }
     let events: Vec<&EventRow> = written.iter().flat_map(|d| &d.events).collect();
-    if !events.is_empty() {
-        exec.run(Step::Events, to_json(&events)?).await?;
-    }
     let instances: Vec<&InstanceJson> = written.iter().flat_map(|d| &d.instances).collect();
-    if !instances.is_empty() {
-        exec.run(Step::Instances, to_json(&instances)?).await?;
-    }
     let queues = written
         .iter()
         .filter_map(|d| d.queue.as_ref().ok().map(|q| (d.session.as_str(), q)));
@@ -560,16 +462,16 @@ async fn write_rows(exec: &mut impl Exec, written: &[&Decision]) -> StoreResult<
                 .map(|instance| Key { session, instance }),
         );
     }
-    if !puts.is_empty() {
-        exec.run(Step::Puts, to_json(&puts)?).await?;
-    }
-    if !relets.is_empty() {
-        exec.run(Step::Relets, to_json(&relets)?).await?;
-    }
-    if !deletes.is_empty() {
-        exec.run(Step::Deletes, to_json(&deletes)?).await?;
-    }
-    Ok(())
+    Ok(Writes {
+        creates: rows(&creates)?,
+        advances: rows(&advances)?,
+        unguarded,
+        events: rows(&events)?,
+        instances: rows(&instances)?,
+        puts: rows(&puts)?,
+        relets: rows(&relets)?,
+        deletes: rows(&deletes)?,
+    })
 }
 
 #[derive(Serialize)]
@@ -614,7 +516,3 @@ struct Key<'a> {
     session: &'a str,
     instance: &'a str,
 }
-
-#[cfg(test)]
-#[path = "plan_tests.rs"]
-mod tests;

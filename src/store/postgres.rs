@@ -20,7 +20,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::codec::{decode_event, decode_instance, decode_queue_entry, to_i64, to_u64, Columns};
 use super::group::{GroupStore, Grouped, Writer};
 use super::options::PostgresOptions;
-use super::plan::{self, Decision, Exec, Step};
+use super::plan::{self, Decision, Exec, Step, Writes};
 use super::sql::*;
 use super::{
     group_logs, Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store,
@@ -99,8 +99,24 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// One attempt at a group's transaction.
+    /// One attempt at a group's write: one statement on its own (atomic, no
+    /// `BEGIN`/`COMMIT`) when it is only guards and new rows, as every fire's
+    /// decision is; a transaction when leases or stored queue rows are checked
+    /// or changed.
     async fn try_group(&self, group: &[&Decision]) -> Grouped {
+        if !plan::needs_transaction(group) {
+            let mut conn = match self.pool.acquire().await {
+                Ok(conn) => conn,
+                Err(err) => return Grouped::Failed(err.into()),
+            };
+            return match plan::write_group(&mut PgExec(&mut conn), group).await {
+                Ok(outcomes) => Grouped::Written {
+                    outcomes,
+                    commit: Ok(()),
+                },
+                Err(err) => Grouped::Failed(err),
+            };
+        }
         let mut tx = match self.pool.begin_with(BEGIN_WRITE).await {
             Ok(tx) => tx,
             Err(err) => return Grouped::Failed(err.into()),
@@ -433,6 +449,21 @@ impl Exec for PgExec<'_> {
             .execute(&mut *self.0)
             .await?;
         Ok(())
+    }
+    async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>> {
+        let rows = |rows: &Option<String>| rows.as_deref().unwrap_or("[]").to_owned();
+        plan::count_statements(1);
+        Ok(sqlx::query_scalar(write::GUARD_AND_WRITE)
+            .bind(rows(&writes.creates))
+            .bind(rows(&writes.advances))
+            .bind(super::codec::to_json(&writes.unguarded)?)
+            .bind(rows(&writes.events))
+            .bind(rows(&writes.instances))
+            .bind(rows(&writes.puts))
+            .bind(rows(&writes.relets))
+            .bind(rows(&writes.deletes))
+            .fetch_all(&mut *self.0)
+            .await?)
     }
 }
 

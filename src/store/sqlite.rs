@@ -32,7 +32,7 @@ use super::codec::{
 };
 use super::group::{GroupStore, Grouped, Writer};
 use super::options::{SqliteOptions, Synchronous};
-use super::plan::{self, Decision, Exec, Step};
+use super::plan::{self, Decision, Exec, Step, Writes};
 use super::{
     Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store, StoreError,
     StoreResult, StoredSnapshot,
@@ -456,6 +456,42 @@ impl Exec for SqliteExec<'_> {
             sqlx::query(sql).bind(rows).execute(&mut *self.0).await?;
         }
         Ok(())
+    }
+
+    /// The guards (one statement each, for first and later commits), then
+    /// every write in one hop.
+    async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>> {
+        let mut passed: Vec<String> = Vec::new();
+        for (sql, rows) in [
+            (write::CREATE, &writes.creates),
+            (write::ADVANCE, &writes.advances),
+        ] {
+            if let Some(rows) = rows {
+                plan::count_statements(1);
+                let uids: Vec<String> = sqlx::query_scalar(sql)
+                    .bind(rows.as_str())
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                passed.extend(uids);
+            }
+        }
+        if !writes.has_rows() {
+            return Ok(passed);
+        }
+        let mut sessions: Vec<&str> = passed.iter().map(String::as_str).collect();
+        sessions.extend(writes.unguarded.iter().map(String::as_str));
+        let rows = |rows: &Option<String>| rows.clone().unwrap_or_else(|| "[]".to_owned());
+        plan::count_statements(1);
+        sqlx::query(write::WRITES)
+            .bind(rows(&writes.events))
+            .bind(rows(&writes.instances))
+            .bind(rows(&writes.puts))
+            .bind(rows(&writes.relets))
+            .bind(rows(&writes.deletes))
+            .bind(super::codec::to_json(&sessions)?)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(passed)
     }
 }
 

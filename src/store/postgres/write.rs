@@ -18,19 +18,24 @@ pub(super) fn sql(step: Step) -> &'static str {
         Step::Lock => LOCK,
         Step::Checks => CHECKS,
         Step::Stale => STALE,
-        Step::Create => CREATE,
-        Step::Advance => ADVANCE,
-        Step::Events => EVENTS,
         Step::Instances => INSTANCES,
-        Step::Puts => PUTS,
-        Step::Relets => RELETS,
-        Step::Deletes => DELETES,
         Step::PutSessions => PUT_SESSIONS,
         Step::DropInstances => DROP_INSTANCES,
         Step::DropQueue => DROP_QUEUE,
         Step::RestoreQueue => RESTORE_QUEUE,
         Step::PutSnapshots => PUT_SNAPSHOTS,
     }
+}
+
+/// How an instance row is updated: only when it would change.
+macro_rules! instance_update {
+    () => {
+        "task = excluded.task, status = excluded.status, created_seq = excluded.created_seq, \
+         updated_at = excluded.updated_at, body = excluded.body \
+         WHERE (instances.task, instances.status, instances.created_seq, instances.updated_at, \
+         instances.body) IS DISTINCT FROM (excluded.task, excluded.status, excluded.created_seq, \
+         excluded.updated_at, excluded.body)"
+    };
 }
 
 const LOCK: &str = "SELECT s.uid FROM sessions AS s \
@@ -50,38 +55,17 @@ const STALE: &str =
     "SELECT g.uid FROM json_to_recordset($1::json) AS g(uid text, expected bigint) \
      LEFT JOIN sessions AS s ON s.uid = g.uid WHERE coalesce(s.version, 0) <> g.expected";
 
-/// A session's first commit: no row comes back if someone else created it (a
-/// concurrent creator is waited for).
-const CREATE: &str = "INSERT INTO sessions (uid, version, updated_at) \
-     SELECT uid, version, at FROM json_to_recordset($1::json) \
-     AS g(uid text, version bigint, at timestamptz) \
-     ON CONFLICT (uid) DO NOTHING RETURNING uid";
-
-/// Every later commit: no row comes back if the version moved on.
-const ADVANCE: &str = "UPDATE sessions SET version = g.version, updated_at = g.at \
-     FROM json_to_recordset($1::json) \
-     AS g(uid text, version bigint, at timestamptz, expected bigint) \
-     WHERE sessions.uid = g.uid AND sessions.version = g.expected RETURNING sessions.uid";
-
-const EVENTS: &str = "INSERT INTO events \
-     (session, seq, kind, format, data, caused_by, instance, trigger_name, at) \
-     SELECT session, seq, kind, format, data, caused_by, instance, trigger_name, at \
-     FROM json_to_recordset($1::json) AS e(session text, seq bigint, kind text, format int, \
-     data text, caused_by bigint, instance text, trigger_name text, at timestamptz)";
-
 /// A row that would not change is left alone (no new row version), so a
 /// `rebuild` over projections that were right writes next to nothing.
-const INSTANCES: &str = "INSERT INTO instances \
+const INSTANCES: &str = concat!(
+    "INSERT INTO instances \
      (session, name, task, status, created_seq, updated_at, body) \
      SELECT session, name, task, status, created_seq, updated_at, body \
      FROM json_to_recordset($1::json) AS i(session text, name text, task text, status text, \
      created_seq bigint, updated_at timestamptz, body text) \
-     ON CONFLICT (session, name) DO UPDATE SET \
-     task = excluded.task, status = excluded.status, created_seq = excluded.created_seq, \
-     updated_at = excluded.updated_at, body = excluded.body \
-     WHERE (instances.task, instances.status, instances.created_seq, instances.updated_at, \
-     instances.body) IS DISTINCT FROM (excluded.task, excluded.status, excluded.created_seq, \
-     excluded.updated_at, excluded.body)";
+     ON CONFLICT (session, name) DO UPDATE SET ",
+    instance_update!()
+);
 
 /// The columns of queue rows from a JSON array.
 macro_rules! queue_rows {
@@ -93,25 +77,60 @@ macro_rules! queue_rows {
     };
 }
 
-/// Whole rows: an enqueue drops any lease, an enqueue leased at once sets it.
-const PUTS: &str = concat!(
-    "INSERT INTO queue (session, instance, queue, run, available_at, lease_owner, \
-     lease_token, lease_expires_at) ",
-    queue_rows!(),
-    "ON CONFLICT (session, instance) DO UPDATE SET queue = excluded.queue, run = excluded.run, \
-     available_at = excluded.available_at, lease_owner = excluded.lease_owner, \
-     lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at"
-);
-
-const RELETS: &str = "UPDATE queue SET lease_owner = r.lease_owner, lease_token = r.lease_token, \
+/// The guards and the writes of a group in one statement: `$1` first commits,
+/// `$2` later ones, `$3` the sessions without a guard, then `$4` events, `$5`
+/// instance rows, `$6` whole queue rows, `$7` relets, `$8` queue rows to delete.
+/// Every write keeps only the rows of sessions in `ok`: those whose guard
+/// passed (a concurrent writer is waited for on the row lock, then its new
+/// version fails the guard) and the unguarded. The statements all see one
+/// snapshot and touch disjoint rows (one decision per session, one change per
+/// queue row). Returns the uids whose guard passed.
+pub(super) const GUARD_AND_WRITE: &str = concat!(
+    "WITH created AS (INSERT INTO sessions (uid, version, updated_at) \
+     SELECT uid, version, at FROM json_to_recordset($1::json) \
+     AS g(uid text, version bigint, at timestamptz) \
+     ON CONFLICT (uid) DO NOTHING RETURNING uid), \
+     advanced AS (UPDATE sessions SET version = g.version, updated_at = g.at \
+     FROM json_to_recordset($2::json) \
+     AS g(uid text, version bigint, at timestamptz, expected bigint) \
+     WHERE sessions.uid = g.uid AND sessions.version = g.expected RETURNING sessions.uid), \
+     passed AS (SELECT uid FROM created UNION ALL SELECT uid FROM advanced), \
+     ok AS (SELECT uid FROM passed UNION ALL SELECT json_array_elements_text($3::json)), \
+     ev AS (INSERT INTO events \
+     (session, seq, kind, format, data, caused_by, instance, trigger_name, at) \
+     SELECT session, seq, kind, format, data, caused_by, instance, trigger_name, at \
+     FROM json_to_recordset($4::json) AS e(session text, seq bigint, kind text, format int, \
+     data text, caused_by bigint, instance text, trigger_name text, at timestamptz) \
+     WHERE session IN (SELECT uid FROM ok)), \
+     inst AS (INSERT INTO instances \
+     (session, name, task, status, created_seq, updated_at, body) \
+     SELECT session, name, task, status, created_seq, updated_at, body \
+     FROM json_to_recordset($5::json) AS i(session text, name text, task text, status text, \
+     created_seq bigint, updated_at timestamptz, body text) \
+     WHERE session IN (SELECT uid FROM ok) ON CONFLICT (session, name) DO UPDATE SET ",
+    instance_update!(),
+    "), put AS (INSERT INTO queue (session, instance, queue, run, available_at, lease_owner, \
+     lease_token, lease_expires_at) SELECT session, instance, queue, run, available_at, \
+     lease_owner, lease_token, lease_expires_at FROM json_to_recordset($6::json) \
+     AS q(session text, instance text, queue text, run text, available_at timestamptz, \
+     lease_owner text, lease_token text, lease_expires_at timestamptz) \
+     WHERE session IN (SELECT uid FROM ok) \
+     ON CONFLICT (session, instance) DO UPDATE SET queue = excluded.queue, \
+     run = excluded.run, available_at = excluded.available_at, \
+     lease_owner = excluded.lease_owner, lease_token = excluded.lease_token, \
+     lease_expires_at = excluded.lease_expires_at), \
+     relet AS (UPDATE queue SET lease_owner = r.lease_owner, lease_token = r.lease_token, \
      lease_expires_at = r.lease_expires_at \
-     FROM json_to_recordset($1::json) AS r(session text, instance text, lease_owner text, \
+     FROM json_to_recordset($7::json) AS r(session text, instance text, lease_owner text, \
      lease_token text, lease_expires_at timestamptz) \
-     WHERE queue.session = r.session AND queue.instance = r.instance";
-
-const DELETES: &str = "DELETE FROM queue USING json_to_recordset($1::json) \
+     WHERE queue.session = r.session AND queue.instance = r.instance \
+     AND r.session IN (SELECT uid FROM ok)), \
+     del AS (DELETE FROM queue USING json_to_recordset($8::json) \
      AS d(session text, instance text) \
-     WHERE queue.session = d.session AND queue.instance = d.instance";
+     WHERE queue.session = d.session AND queue.instance = d.instance \
+     AND d.session IN (SELECT uid FROM ok)) \
+     SELECT uid FROM passed"
+);
 
 const PUT_SESSIONS: &str = "INSERT INTO sessions (uid, version, updated_at) \
      SELECT uid, version, at FROM json_to_recordset($1::json) \

@@ -13,19 +13,31 @@ pub(super) fn sql(step: Step) -> Option<&'static str> {
         Step::Lock => return None,
         Step::Checks => CHECKS,
         Step::Stale => STALE,
-        Step::Create => CREATE,
-        Step::Advance => ADVANCE,
-        Step::Events => EVENTS,
         Step::Instances => INSTANCES,
-        Step::Puts => PUTS,
-        Step::Relets => RELETS,
-        Step::Deletes => DELETES,
         Step::PutSessions => PUT_SESSIONS,
         Step::DropInstances => DROP_INSTANCES,
         Step::DropQueue => DROP_QUEUE,
         Step::RestoreQueue => RESTORE_QUEUE,
         Step::PutSnapshots => PUT_SNAPSHOTS,
     })
+}
+
+/// How an instance row is updated: only when it would change.
+macro_rules! instance_update {
+    () => {
+        "task = excluded.task, status = excluded.status, created_seq = excluded.created_seq, \
+         updated_at = excluded.updated_at, body = excluded.body \
+         WHERE (instances.task, instances.status, instances.created_seq, instances.updated_at, \
+         instances.body) IS NOT (excluded.task, excluded.status, excluded.created_seq, \
+         excluded.updated_at, excluded.body)"
+    };
+}
+
+/// A session that passed its guard (or has none): its uid is in `$6`.
+macro_rules! passed {
+    () => {
+        "value ->> 'session' IN (SELECT value FROM json_each($6))"
+    };
 }
 
 /// The checks that hold: the row exists (found on its whole key), is available,
@@ -43,34 +55,65 @@ const STALE: &str = "SELECT g.uid FROM (SELECT value ->> 'uid' AS uid, \
      LEFT JOIN sessions AS s ON s.uid = g.uid WHERE ifnull(s.version, 0) <> g.expected";
 
 /// A session's first commit: no row comes back if someone else created it.
-const CREATE: &str = "INSERT INTO sessions (uid, version, updated_at) \
+pub(super) const CREATE: &str = "INSERT INTO sessions (uid, version, updated_at) \
      SELECT value ->> 'uid', value ->> 'version', value ->> 'at' FROM json_each($1) WHERE true \
      ON CONFLICT (uid) DO NOTHING RETURNING uid";
 
 /// Every later commit: no row comes back if the version moved on.
-const ADVANCE: &str = "UPDATE sessions SET version = g.version, updated_at = g.at \
+pub(super) const ADVANCE: &str = "UPDATE sessions SET version = g.version, updated_at = g.at \
      FROM (SELECT value ->> 'uid' AS uid, value ->> 'version' AS version, value ->> 'at' AS at, \
      value ->> 'expected' AS expected FROM json_each($1)) AS g \
      WHERE sessions.uid = g.uid AND sessions.version = g.expected RETURNING uid";
 
-const EVENTS: &str = "INSERT INTO events \
-     (session, seq, kind, format, data, caused_by, instance, trigger_name, at) \
-     SELECT value ->> 'session', value ->> 'seq', value ->> 'kind', value ->> 'format', \
-     value ->> 'data', value ->> 'caused_by', value ->> 'instance', value ->> 'trigger_name', \
-     value ->> 'at' FROM json_each($1)";
-
 /// A row that would not change is left alone: its pages stay clean, so a
 /// `rebuild` over projections that were right writes next to nothing.
-const INSTANCES: &str = "INSERT INTO instances \
+const INSTANCES: &str = concat!(
+    "INSERT INTO instances \
      (session, name, task, status, created_seq, updated_at, body) \
      SELECT value ->> 'session', value ->> 'name', value ->> 'task', value ->> 'status', \
      value ->> 'created_seq', value ->> 'updated_at', value ->> 'body' FROM json_each($1) \
-     WHERE true ON CONFLICT (session, name) DO UPDATE SET \
-     task = excluded.task, status = excluded.status, created_seq = excluded.created_seq, \
-     updated_at = excluded.updated_at, body = excluded.body \
-     WHERE (instances.task, instances.status, instances.created_seq, instances.updated_at, \
-     instances.body) IS NOT (excluded.task, excluded.status, excluded.created_seq, \
-     excluded.updated_at, excluded.body)";
+     WHERE true ON CONFLICT (session, name) DO UPDATE SET ",
+    instance_update!()
+);
+
+/// The writes of the decisions that passed their guards, one hop to SQLite's
+/// thread: `$1` events, `$2` instance rows, `$3` whole queue rows (an enqueue
+/// drops any lease, an enqueue leased at once sets it), `$4` relets, `$5`
+/// queue rows to delete, `$6` the sessions that passed.
+pub(super) const WRITES: &str = concat!(
+    "INSERT INTO events (session, seq, kind, format, data, caused_by, instance, \
+     trigger_name, at) SELECT value ->> 'session', value ->> 'seq', value ->> 'kind', \
+     value ->> 'format', value ->> 'data', value ->> 'caused_by', value ->> 'instance', \
+     value ->> 'trigger_name', value ->> 'at' FROM json_each($1) WHERE ",
+    passed!(),
+    "; INSERT INTO instances (session, name, task, status, created_seq, updated_at, body) \
+     SELECT value ->> 'session', value ->> 'name', value ->> 'task', value ->> 'status', \
+     value ->> 'created_seq', value ->> 'updated_at', value ->> 'body' FROM json_each($2) \
+     WHERE ",
+    passed!(),
+    " ON CONFLICT (session, name) DO UPDATE SET ",
+    instance_update!(),
+    "; INSERT INTO queue (session, instance, queue, run, available_at, lease_owner, \
+     lease_token, lease_expires_at) SELECT value ->> 'session', value ->> 'instance', \
+     value ->> 'queue', value ->> 'run', value ->> 'available_at', value ->> 'lease_owner', \
+     value ->> 'lease_token', value ->> 'lease_expires_at' FROM json_each($3) WHERE ",
+    passed!(),
+    " ON CONFLICT (session, instance) DO UPDATE SET queue = excluded.queue, \
+     run = excluded.run, available_at = excluded.available_at, \
+     lease_owner = excluded.lease_owner, lease_token = excluded.lease_token, \
+     lease_expires_at = excluded.lease_expires_at; \
+     UPDATE queue SET lease_owner = r.owner, lease_token = r.token, \
+     lease_expires_at = r.expires_at \
+     FROM (SELECT value ->> 'session' AS session, value ->> 'instance' AS instance, \
+     value ->> 'lease_owner' AS owner, value ->> 'lease_token' AS token, \
+     value ->> 'lease_expires_at' AS expires_at FROM json_each($4) WHERE ",
+    passed!(),
+    ") AS r WHERE queue.session = r.session AND queue.instance = r.instance; \
+     DELETE FROM queue WHERE (session, instance) IN \
+     (SELECT value ->> 'session', value ->> 'instance' FROM json_each($5) WHERE ",
+    passed!(),
+    ")"
+);
 
 /// The columns of a queue row from a JSON object.
 macro_rules! queue_row {
@@ -80,26 +123,6 @@ macro_rules! queue_row {
          value ->> 'lease_expires_at' FROM json_each($1) WHERE true "
     };
 }
-
-/// Whole rows: an enqueue drops any lease, an enqueue leased at once sets it.
-const PUTS: &str = concat!(
-    "INSERT INTO queue (session, instance, queue, run, available_at, lease_owner, \
-     lease_token, lease_expires_at) ",
-    queue_row!(),
-    "ON CONFLICT (session, instance) DO UPDATE SET queue = excluded.queue, run = excluded.run, \
-     available_at = excluded.available_at, lease_owner = excluded.lease_owner, \
-     lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at"
-);
-
-const RELETS: &str = "UPDATE queue SET lease_owner = r.owner, lease_token = r.token, \
-     lease_expires_at = r.expires_at \
-     FROM (SELECT value ->> 'session' AS session, value ->> 'instance' AS instance, \
-     value ->> 'lease_owner' AS owner, value ->> 'lease_token' AS token, \
-     value ->> 'lease_expires_at' AS expires_at FROM json_each($1)) AS r \
-     WHERE queue.session = r.session AND queue.instance = r.instance";
-
-const DELETES: &str = "DELETE FROM queue WHERE (session, instance) IN \
-     (SELECT value ->> 'session', value ->> 'instance' FROM json_each($1))";
 
 const PUT_SESSIONS: &str = "INSERT INTO sessions (uid, version, updated_at) \
      SELECT value ->> 'uid', value ->> 'version', value ->> 'at' FROM json_each($1) WHERE true \
