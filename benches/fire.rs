@@ -7,7 +7,8 @@
 //!   and its cascade commit before the next fire).
 //! - `fire_many_sessions`: 1 and 32 tokio tasks, each taking a fresh session of
 //!   the questionnaire workflow through its five fires, then `wait_idle`.
-//!   Throughput is fires; the 32/1 ratio is the concurrency gain.
+//!   Throughput is fires; the 32/1 ratio is the concurrency gain. SQLite runs
+//!   twice: as configured (`FULL` by default) and as `sqlite-normal`.
 //!
 //! Runs on a fresh SQLite file (WAL, `synchronous = FULL` unless
 //! `TRIGGERS_SQLITE_SYNCHRONOUS` says otherwise), and on a fresh PostgreSQL
@@ -66,14 +67,16 @@ enum Raw {
 impl Raw {
     async fn open(db: &Database) -> Raw {
         if db.label == "sqlite" {
-            let store = SqliteStore::connect(&db.url).await.expect("sqlite opens");
+            let store = SqliteStore::connect(&db.url, &common::store_options().sqlite)
+                .await
+                .expect("sqlite opens");
             sqlx::query(RAW_TABLE_SQLITE)
                 .execute(store.pool())
                 .await
                 .expect("scratch table");
             Raw::Sqlite(store)
         } else {
-            let store = PostgresStore::connect(&db.url)
+            let store = PostgresStore::connect(&db.url, &common::store_options().postgres)
                 .await
                 .expect("postgres opens");
             sqlx::query(RAW_TABLE_POSTGRES)
@@ -168,13 +171,24 @@ fn fire_one_session(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
 
 fn fire_many_sessions(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
     let mut group = c.benchmark_group("fire_many_sessions");
+    // SQLite also with `synchronous = NORMAL`, on a file of its own.
+    let normal = Database::sqlite();
+    let mut engines = Vec::new();
     for db in dbs {
-        let engine = rt.block_on(db.engine());
+        engines.push((db.label.to_owned(), rt.block_on(db.engine())));
+        if db.label == "sqlite" {
+            let mut store = common::store_options();
+            store.sqlite.synchronous = triggers::store::Synchronous::Normal;
+            let engine = rt.block_on(normal.engine_with(store));
+            engines.push(("sqlite-normal".to_owned(), engine));
+        }
+    }
+    for (label, engine) in engines {
         let next = Arc::new(AtomicU64::new(0));
         for tasks in CONCURRENCY {
             let fires = (tasks * triggers::cli::JOURNEY.len()) as u64;
             group.throughput(Throughput::Elements(fires));
-            group.bench_function(BenchmarkId::new(db.label, tasks), |b| {
+            group.bench_function(BenchmarkId::new(&label, tasks), |b| {
                 b.to_async(rt).iter_custom(|iters| {
                     let engine = engine.clone();
                     let next = next.clone();
@@ -239,7 +253,9 @@ async fn respondents(engine: &Engine, next: &AtomicU64, tasks: usize) -> Duratio
 async fn profile_fires(db: &Database) {
     const WARM: u64 = 50;
     const TICKS: u64 = 500;
-    let store = triggers::store::open(&db.url).await.expect("store opens");
+    let store = triggers::store::open_with(&db.url, &common::store_options())
+        .await
+        .expect("store opens");
     let counting = Arc::new(common::profile::Counting::new(store));
     let engine = Engine::with_store(
         counting.clone(),
@@ -257,16 +273,26 @@ async fn profile_fires(db: &Database) {
         common::tick(&engine, session, n).await;
     }
     counting.reset();
+    let (statements_before, decisions_before) = triggers::store::write_counts();
     let started = Instant::now();
     for n in WARM..WARM + TICKS {
         common::tick(&engine, session, n).await;
     }
     let wall = started.elapsed().as_secs_f64() * 1e3 / TICKS as f64;
+    let (statements, decisions) = triggers::store::write_counts();
+    let (statements, decisions) = (statements - statements_before, decisions - decisions_before);
     let (calls, in_store) = counting.report(TICKS);
     eprintln!(
         "profile/{}: {wall:.3} ms/fire wall, {in_store:.3} ms/fire in the store ({:.0}%): {calls}",
         db.label,
         100.0 * in_store / wall
+    );
+    eprintln!(
+        "profile/{}: {:.2} write statements per decision ({statements} for {decisions} \
+         decisions, BEGIN and COMMIT included), {:.2} per fire",
+        db.label,
+        statements as f64 / decisions.max(1) as f64,
+        statements as f64 / TICKS as f64
     );
 }
 

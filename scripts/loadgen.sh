@@ -8,9 +8,14 @@
 #   LOADGEN_CLIENTS   client counts to run, space-separated (default "1 32")
 #   LOADGEN_SESSIONS  sessions per run (default 64)
 #   LOADGEN_DURATION  seconds per run (default 10)
+# Each run also prints the server's CPU time (user + system, from /proc) over
+# the run, divided by its fires.
+#
 #   TRIGGERS_SQLITE_SYNCHRONOUS  FULL (default, durable) / NORMAL / OFF
 #   TRIGGERS_PG_POOL_SIZE        PostgreSQL pool size (default 16)
 #   CARGO_TARGET_DIR             where cargo builds (default ./target)
+#   LOADGEN_BIN                  a triggers binary to run instead of building one
+#                                (to compare two builds side by side)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,8 +23,12 @@ clients=${LOADGEN_CLIENTS:-"1 32"}
 sessions=${LOADGEN_SESSIONS:-64}
 duration=${LOADGEN_DURATION:-10}
 
-cargo build --release --bin triggers
-bin="${CARGO_TARGET_DIR:-target}/release/triggers"
+if [[ -n "${LOADGEN_BIN:-}" ]]; then
+    bin=$LOADGEN_BIN
+else
+    cargo build --release --bin triggers
+    bin="${CARGO_TARGET_DIR:-target}/release/triggers"
+fi
 
 work=$(mktemp -d)
 server_pid=""
@@ -35,6 +44,12 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# The server's CPU time so far (user + system), in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+ticks_per_second=$(getconf CLK_TCK)
 
 # run_against LABEL DATABASE_URL
 run_against() {
@@ -59,8 +74,17 @@ run_against() {
     fi
     echo "== $label ($address), cores: $(nproc)"
     for n in $clients; do
-        "$bin" loadgen --server "$address" --clients "$n" --sessions "$sessions" \
-            --duration "$duration"
+        # The server's CPU over the run (sessions configured first, then the
+        # fires), divided by the fires: what one fire costs the server.
+        local before after out fires
+        before=$(cpu_ticks "$server_pid")
+        out=$("$bin" loadgen --server "$address" --clients "$n" --sessions "$sessions" \
+            --duration "$duration")
+        after=$(cpu_ticks "$server_pid")
+        echo "$out"
+        fires=$(grep -o 'fires [0-9]*' <<<"$out" | head -n 1 | awk '{ print $2 }')
+        awk -v b="$before" -v a="$after" -v t="$ticks_per_second" -v f="$fires" -v n="$n" \
+            'BEGIN { s = (a - b) / t; printf "clients %s  server CPU %.2f s  per fire %.0f us\n", n, s, f > 0 ? s * 1e6 / f : 0 }'
     done
     stop_server
 }

@@ -17,13 +17,33 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use triggers::domain::JsonObject;
 use triggers::engine::EngineOptions;
+use triggers::store::{StoreOptions, Synchronous};
 use triggers::Engine;
 
 /// Names the PostgreSQL server the benches may use (the same variable the tests read).
 pub(crate) const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
 
-/// The SQLite `synchronous` override read by `SqliteStore::connect`.
-pub(crate) const SQLITE_SYNCHRONOUS_ENV: &str = triggers::store::sqlite::SYNCHRONOUS_ENV;
+/// The SQLite `synchronous` mode the benches run with (`FULL` unless set), the
+/// variable `triggers serve` reads too.
+pub(crate) const SQLITE_SYNCHRONOUS_ENV: &str = "TRIGGERS_SQLITE_SYNCHRONOUS";
+
+/// Most decisions per group commit, on both backends, unless set (the default).
+pub(crate) const MAX_GROUP_ENV: &str = "TRIGGERS_MAX_GROUP";
+
+/// The store settings the benches run with: the defaults, with the synchronous
+/// mode and group size from [`SQLITE_SYNCHRONOUS_ENV`] and [`MAX_GROUP_ENV`].
+pub(crate) fn store_options() -> StoreOptions {
+    let mut options = StoreOptions::default();
+    if let Ok(mode) = std::env::var(SQLITE_SYNCHRONOUS_ENV) {
+        options.sqlite.synchronous = mode.parse().expect(SQLITE_SYNCHRONOUS_ENV);
+    }
+    if let Ok(n) = std::env::var(MAX_GROUP_ENV) {
+        let n: usize = n.parse().expect(MAX_GROUP_ENV);
+        options.sqlite.max_group = n;
+        options.postgres.max_group = n;
+    }
+    options
+}
 
 /// One database a bench runs on. Dropping it removes the SQLite file (the
 /// PostgreSQL schema is left for inspection; it is named `b_<uuid>`).
@@ -79,8 +99,14 @@ impl Database {
 
     /// Opens an engine on this database with [`options`].
     pub(crate) async fn engine(&self) -> Engine {
+        self.engine_with(store_options()).await
+    }
+
+    /// Opens an engine on this database with [`options`] and these store settings.
+    pub(crate) async fn engine_with(&self, store: StoreOptions) -> Engine {
         Engine::builder(self.url.clone())
             .options(options())
+            .store_options(store)
             .open()
             .await
             .expect("the bench database opens")
@@ -110,14 +136,9 @@ impl Database {
     /// fast outside the measurement; the measured engine is opened afterwards
     /// with the durable default). No effect on PostgreSQL.
     pub(crate) async fn fast_engine(&self) -> Engine {
-        let before = std::env::var(SQLITE_SYNCHRONOUS_ENV).ok();
-        std::env::set_var(SQLITE_SYNCHRONOUS_ENV, "OFF");
-        let engine = self.engine().await;
-        match before {
-            Some(value) => std::env::set_var(SQLITE_SYNCHRONOUS_ENV, value),
-            None => std::env::remove_var(SQLITE_SYNCHRONOUS_ENV),
-        }
-        engine
+        let mut store = store_options();
+        store.sqlite.synchronous = Synchronous::Off;
+        self.engine_with(store).await
     }
 }
 

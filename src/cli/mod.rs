@@ -71,6 +71,53 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// SQLite's `synchronous` mode: FULL (every commit durable), NORMAL (durable
+    /// up to the last checkpoint on power loss; faster) or OFF.
+    #[arg(
+        long,
+        env = "TRIGGERS_SQLITE_SYNCHRONOUS",
+        hide_env_values = true,
+        default_value = "FULL"
+    )]
+    pub sqlite_synchronous: crate::store::Synchronous,
+    /// How long a SQLite writer waits for the write lock before failing as busy,
+    /// in milliseconds.
+    #[arg(long, env = "TRIGGERS_SQLITE_BUSY_TIMEOUT_MS", hide_env_values = true, default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sqlite_busy_timeout_ms: u64,
+    /// Most SQLite decisions committed in one transaction (1: each alone).
+    #[arg(long, env = "TRIGGERS_SQLITE_MAX_GROUP", hide_env_values = true,
+          default_value_t = crate::store::DEFAULT_MAX_GROUP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub sqlite_max_group: usize,
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "TRIGGERS_PG_POOL_SIZE", hide_env_values = true, default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub pg_pool_size: u32,
+    /// Most PostgreSQL decisions committed in one transaction (1: each alone).
+    #[arg(long, env = "TRIGGERS_PG_MAX_GROUP", hide_env_values = true,
+          default_value_t = crate::store::DEFAULT_MAX_GROUP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub pg_max_group: usize,
+}
+
+impl DatabaseArgs {
+    /// The store's settings these flags give.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        use crate::store::{PostgresOptions, SqliteOptions, StoreOptions};
+        StoreOptions {
+            sqlite: SqliteOptions {
+                synchronous: self.sqlite_synchronous,
+                busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
+                max_group: self.sqlite_max_group,
+            },
+            postgres: PostgresOptions {
+                pool_size: self.pg_pool_size,
+                max_group: self.pg_max_group,
+                ..PostgresOptions::default()
+            },
+        }
+    }
 }
 
 /// `triggers serve`.
@@ -295,6 +342,49 @@ mod tests {
         }
         if std::env::var_os("TRIGGERS_LISTEN").is_none() {
             assert_eq!(args.listen, "127.0.0.1:8080");
+        }
+    }
+
+    #[test]
+    fn store_flags_become_the_store_options_and_bad_values_are_refused() {
+        let cli = Cli::try_parse_from([
+            "triggers",
+            "rebuild",
+            "--sqlite-synchronous",
+            "normal",
+            "--sqlite-busy-timeout-ms",
+            "250",
+            "--sqlite-max-group",
+            "1",
+            "--pg-pool-size",
+            "3",
+            "--pg-max-group",
+            "8",
+        ])
+        .unwrap();
+        let Command::Rebuild(args) = cli.command else {
+            panic!("expected rebuild");
+        };
+        let options = args.database.store_options();
+        assert_eq!(
+            options.sqlite.synchronous,
+            crate::store::Synchronous::Normal
+        );
+        assert_eq!(
+            options.sqlite.busy_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(options.sqlite.max_group, 1);
+        assert_eq!(options.postgres.pool_size, 3);
+        assert_eq!(options.postgres.max_group, 8);
+        for bad in [
+            ["--sqlite-synchronous", "EXTRA"],
+            ["--sqlite-busy-timeout-ms", "0"],
+            ["--sqlite-max-group", "0"],
+            ["--pg-pool-size", "0"],
+        ] {
+            let parsed = Cli::try_parse_from(["triggers", "rebuild", bad[0], bad[1]]);
+            assert!(parsed.is_err(), "{bad:?} was accepted");
         }
     }
 }

@@ -31,7 +31,11 @@ pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
     };
     let file = sqlite_file(url);
     let existed = file.as_ref().is_some_and(|path| path.exists());
-    let engine = Engine::builder(url.clone()).options(options).open().await?;
+    let engine = Engine::builder(url.clone())
+        .options(options)
+        .store_options(args.database.store_options())
+        .open()
+        .await?;
     if let Some(path) = &file {
         let what = if existed { "opened" } else { "created" };
         tracing::info!(path = %path.display(), "{what} the SQLite database file");
@@ -74,7 +78,11 @@ pub(super) async fn rebuild(args: RebuildArgs) -> Result<(), CliError> {
         sweep_interval: None,
         ..EngineOptions::default()
     };
-    let engine = Engine::builder(url.clone()).options(options).open().await?;
+    let engine = Engine::builder(url.clone())
+        .options(options)
+        .store_options(args.database.store_options())
+        .open()
+        .await?;
     let report = engine.rebuild().await?;
     let seconds = report.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 {

@@ -8,6 +8,7 @@
 //! same PostgreSQL) gets a conflict and re-decides on fresh state. After the
 //! commit, inline instances are dispatched, subscribers notified and hooks run.
 
+mod builder;
 mod cache;
 mod commands;
 mod dispatch;
@@ -27,8 +28,9 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use crate::domain::{
     Decider, DomainError, Event, EventPayload, FireOutcome, InstanceStatus, Runner, SessionState,
 };
-use crate::store::{self, Commit, InstanceRow, QueueOp, Store, StoreError, StoredSnapshot};
+use crate::store::{Commit, InstanceRow, QueueOp, Store, StoreError, StoredSnapshot};
 
+pub use builder::EngineBuilder;
 pub use commands::{Configured, FireResult};
 pub use error::{Error, Result};
 pub use handler::{Handler, HandlerFuture, Job, Outcome, Registry};
@@ -90,41 +92,6 @@ pub struct Committed {
     pub events: Vec<Event>,
 }
 
-/// Builds an [`Engine`]: handlers, hooks and options, then [`EngineBuilder::open`].
-pub struct EngineBuilder {
-    url: String,
-    registry: Registry,
-    hooks: Vec<Arc<dyn Hook>>,
-    options: EngineOptions,
-}
-
-impl EngineBuilder {
-    /// Registers an inline handler for `run`.
-    pub fn handler(mut self, run: impl Into<String>, handler: impl Handler) -> Self {
-        self.registry.register(run, handler);
-        self
-    }
-
-    /// Adds a hook.
-    pub fn hook(mut self, hook: impl Hook) -> Self {
-        self.hooks.push(Arc::new(hook));
-        self
-    }
-
-    /// Replaces the options.
-    pub fn options(mut self, options: EngineOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// Opens the database (running migrations), recovers inline work left by a
-    /// previous process, and starts the lease sweeper.
-    pub async fn open(self) -> Result<Engine> {
-        let store = store::open(&self.url).await?;
-        Ok(Engine::with_store(store, self.registry, self.hooks, self.options).await)
-    }
-}
-
 /// The triggers engine. Cheap to clone; all clones share one state.
 #[derive(Clone)]
 pub struct Engine {
@@ -155,12 +122,7 @@ pub(crate) struct Executed<T> {
 impl Engine {
     /// A builder for an engine on `url` (`sqlite://...`, `sqlite::memory:`, `postgres://...`).
     pub fn builder(url: impl Into<String>) -> EngineBuilder {
-        EngineBuilder {
-            url: url.into(),
-            registry: Registry::default(),
-            hooks: Vec::new(),
-            options: EngineOptions::default(),
-        }
+        EngineBuilder::new(url.into())
     }
 
     /// Opens an engine on `url` with the built-in handlers and default options.

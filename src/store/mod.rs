@@ -1,7 +1,10 @@
 //! Storage: the append-only event log and the projections folded from it, behind
 //! one trait. The generic logic (deciding, folding, retrying on conflict) lives in
-//! the engine above; `sqlite.rs` and `postgres.rs` below hold only SQL and row
-//! decoding.
+//! the engine above. Below the trait, the store's own logic is written once: the
+//! row codec (`codec`), the write plan that puts a group of decisions in a
+//! constant number of statements (`plan`, `replace`), and the group committer
+//! (`group`); `sqlite` and `postgres` hold only their SQL and how their
+//! transactions reach the database. Their settings come in as [`StoreOptions`].
 //!
 //! Tables (see `migrations/`): `events` (the log, unique on session + seq),
 //! `sessions` (version per session: the optimistic-concurrency guard),
@@ -14,15 +17,24 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Event, InstanceStatus};
 
+mod codec;
+mod group;
 mod location;
 mod open;
+mod options;
+mod plan;
 pub mod postgres;
+mod queue_plan;
+mod replace;
+mod sql;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
 pub use location::{redact, sqlite_file};
-pub use open::open;
+pub use open::{open, open_with};
+pub use options::{PostgresOptions, SqliteOptions, StoreOptions, Synchronous, DEFAULT_MAX_GROUP};
+pub use plan::write_counts;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +58,7 @@ pub enum StoreError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// The group commit this decision was written in failed as a whole (SQLite).
+    /// The group commit this decision was written in failed as a whole.
     #[error("the group commit failed: {message}")]
     GroupFailed {
         /// What failed.

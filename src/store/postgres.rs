@@ -1,214 +1,173 @@
 //! The PostgreSQL backend: the [`Store`] trait as SQL over a `PgPool`.
 //!
-//! Owns the pool settings, the SQL of every store operation and the decoding of
-//! its rows. Several server processes may share one database: the session row's
-//! version (checked and advanced first in every commit, under its row lock) and
+//! Owns the pool settings, the SQL of the reads PostgreSQL spells its own way,
+//! and how a group of decisions reaches the database: one transaction per
+//! group, its statements from [`write`] (the logic is the shared
+//! [`plan`](super::plan)). Several server processes may share one database:
+//! the session row's version (locked, checked and advanced in every commit) and
 //! the unique key on (session, seq) keep their appends from interleaving, and
-//! queue leases are taken by conditional `UPDATE`s inside the same transaction.
+//! queue leases are checked on rows locked by the same transaction.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::codec::{decode_event, decode_instance, decode_queue_entry, to_i64, to_u64, Columns};
+use super::group::{GroupStore, Grouped, Writer};
+use super::options::PostgresOptions;
+use super::plan::{self, Decision, Exec, Step, Writes};
+use super::sql::*;
 use super::{
-    group_logs, Commit, InstanceRow, LockedSession, QueueEntry, QueueOp, Rebuilt, SessionSummary,
-    Store, StoreError, StoreResult, StoredSnapshot,
+    group_logs, Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store,
+    StoreError, StoreResult, StoredSnapshot,
 };
-use crate::domain::{Event, EventPayload, InstanceStatus};
+use crate::domain::{Event, InstanceStatus};
 
-mod one_trip;
+mod write;
 
-const PING: &str = "SELECT 1";
-
-/// The guard of a session's first commit: fails (0 rows) if someone else created it.
-const CREATE_SESSION: &str = "INSERT INTO sessions (uid, version, updated_at) VALUES ($1, $2, $3) \
-     ON CONFLICT (uid) DO NOTHING";
-
-/// The guard of every later commit: fails (0 rows) if the version moved on. A
-/// concurrent writer waits on the row lock, then sees the new version.
-const ADVANCE_SESSION: &str =
-    "UPDATE sessions SET version = $1, updated_at = $2 WHERE uid = $3 AND version = $4";
-
-/// `replace_projections`: the version is whatever the log says.
-const PUT_SESSION: &str = "INSERT INTO sessions (uid, version, updated_at) VALUES ($1, $2, $3) \
-     ON CONFLICT (uid) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at";
-
-/// Followed by `VALUES (..), (..)`.
-const INSERT_EVENTS: &str =
-    "INSERT INTO events (session, seq, kind, format, data, caused_by, instance, trigger_name, at) ";
-
-const SESSION_VERSION: &str = "SELECT version FROM sessions WHERE uid = $1";
-
-/// A NULL limit means none.
 /// `lock_session`: the session's row lock, held until the transaction ends.
 const LOCK_SESSION: &str = "SELECT version FROM sessions WHERE uid = $1 FOR UPDATE";
-
-const EVENTS_AFTER: &str = "SELECT seq, kind, format, data, caused_by, at FROM events \
-     WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
 const EVENTS_BY_SEQ: &str = "SELECT seq, kind, format, data, caused_by, at FROM events \
      WHERE session = $1 AND seq = ANY($2) ORDER BY seq";
 
-const INSTANCE_EVENTS: &str = "SELECT seq, kind, format, data, caused_by, at FROM events \
-     WHERE session = $1 AND instance = $2 ORDER BY seq";
-
-const SNAPSHOT: &str = "SELECT version, state FROM snapshots WHERE session = $1";
-
-/// Never replaces a newer snapshot with an older one.
-const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VALUES ($1, $2, $3) \
-     ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state \
-     WHERE excluded.version >= snapshots.version";
-
-/// `replace_projections`: a rebuilt snapshot is always right, whatever was there
-/// (an identical one is left alone).
-const PUT_SNAPSHOT: &str = "INSERT INTO snapshots (session, version, state) VALUES ($1, $2, $3) \
-     ON CONFLICT (session) DO UPDATE SET version = excluded.version, state = excluded.state \
-     WHERE (snapshots.version, snapshots.state) IS DISTINCT FROM (excluded.version, excluded.state)";
-
-/// UIDs are never empty, so `uid > ''` lists them all.
-const SESSIONS: &str = "SELECT uid, version, updated_at FROM sessions \
-     WHERE uid > $1 ORDER BY uid LIMIT $2";
-
-/// Sessions with a sessions row, and any with events but no row (a crash
-/// cannot leave one, but `rebuild` should repair it if it happens).
-const SESSION_UIDS: &str = "SELECT uid FROM sessions UNION SELECT session FROM events ORDER BY 1";
-
 const SESSION_LOGS: &str = "SELECT session, seq, kind, format, data, caused_by, at FROM events \
      WHERE session = ANY($1) ORDER BY session, seq";
 
-/// Followed by `VALUES (..), (..)` and [`UPSERT_INSTANCES_END`].
-const UPSERT_INSTANCES: &str =
-    "INSERT INTO instances (session, name, task, status, created_seq, updated_at, body) ";
-/// A row that would not change is left alone (no new row version), so a
-/// `rebuild` over projections that were right writes next to nothing.
-const UPSERT_INSTANCES_END: &str = " ON CONFLICT (session, name) DO UPDATE SET \
-     task = excluded.task, status = excluded.status, created_seq = excluded.created_seq, \
-     updated_at = excluded.updated_at, body = excluded.body \
-     WHERE (instances.task, instances.status, instances.created_seq, instances.updated_at, \
-     instances.body) IS DISTINCT FROM (excluded.task, excluded.status, excluded.created_seq, \
-     excluded.updated_at, excluded.body)";
+/// Opens every write transaction. The planner takes a JSON row set for 100
+/// rows and would rather scan a small or bloated `queue` (every instance that
+/// left it leaves a dead row until vacuumed) than probe its key that many
+/// times; the writes only ever find rows by their whole key, so scans and
+/// hash or merge joins are ruled out for the transaction (`EXPLAIN`: an index
+/// scan on `queue_pkey` with both key columns as its condition). One round
+/// trip, like a plain `BEGIN`.
+const BEGIN_WRITE: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
-/// `replace_projections`: drops the session's instances not in `$2`.
-const DELETE_INSTANCES_BUT: &str = "DELETE FROM instances WHERE session = $1 AND name <> ALL($2)";
-
-/// Followed by the filters built in `instances`, then [`INSTANCES_END`].
-const INSTANCES: &str =
-    "SELECT session, name, task, status, created_seq, updated_at, body FROM instances WHERE TRUE";
-/// The cursor is the (session, name) of the last row returned: its row places
-/// it in the listing's order. Followed by the session, [`INSTANCES_AFTER_NAME`]
-/// and the name.
-const INSTANCES_AFTER: &str = " AND (session, created_seq, name) > \
-     (SELECT session, created_seq, name FROM instances WHERE session = ";
-const INSTANCES_AFTER_NAME: &str = " AND name = ";
-const INSTANCES_END: &str = " ORDER BY session, created_seq, name LIMIT ";
-
-/// Enqueueing drops any lease: the instance starts over in the queue.
-const ENQUEUE: &str = "INSERT INTO queue \
-     (session, instance, queue, run, available_at, lease_owner, lease_token, lease_expires_at) \
-     VALUES ($1, $2, $3, $4, $5, NULL, NULL, NULL) \
-     ON CONFLICT (session, instance) DO UPDATE SET queue = excluded.queue, run = excluded.run, \
-     available_at = excluded.available_at, \
-     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
-
-const DEQUEUE: &str = "DELETE FROM queue WHERE session = $1 AND instance = $2";
-
-/// Takes a free or expired lease (no `$7`), or renews one still held under token
-/// `$7`; 0 rows means it is lost. An expired token is refused even if nobody
-/// re-claimed the row yet.
-const LEASE: &str = "UPDATE queue SET lease_owner = $1, lease_token = $2, lease_expires_at = $3 \
-     WHERE session = $4 AND instance = $5 AND available_at <= $6 \
-     AND (($7::text IS NULL AND (lease_token IS NULL OR lease_expires_at <= $6)) \
-     OR (lease_token = $7 AND lease_expires_at > $6))";
-
-const QUEUE_COLUMNS: &str =
-    "session, instance, queue, run, available_at, lease_owner, lease_token, lease_expires_at";
-
-const CLAIMABLE: &str = "SELECT session, instance, queue, run, available_at, lease_owner, \
-     lease_token, lease_expires_at FROM queue \
-     WHERE queue = $1 AND available_at <= $2 AND (lease_token IS NULL OR lease_expires_at <= $2) \
-     ORDER BY available_at, session, instance LIMIT $3";
-
-const LEASED: &str = "SELECT session, instance, queue, run, available_at, lease_owner, \
-     lease_token, lease_expires_at FROM queue WHERE lease_token = $1";
-
-const EXPIRED_LEASES: &str = "SELECT session, instance, queue, run, available_at, lease_owner, \
-     lease_token, lease_expires_at FROM queue \
-     WHERE lease_token IS NOT NULL AND lease_expires_at <= $1 \
-     ORDER BY lease_expires_at, session, instance LIMIT $2";
-
-/// `replace_projections`: drops the session's rows not in `$2`.
-const DEQUEUE_ALL_BUT: &str = "DELETE FROM queue WHERE session = $1 AND instance <> ALL($2)";
-
-/// Followed by `VALUES (..), (..)` and [`RESTORE_QUEUE_END`]: existing rows keep
-/// their lease.
-const RESTORE_QUEUE: &str = "INSERT INTO queue ";
-const RESTORE_QUEUE_END: &str = " ON CONFLICT (session, instance) DO UPDATE SET \
-     queue = excluded.queue, run = excluded.run, available_at = excluded.available_at \
-     WHERE (queue.queue, queue.run, queue.available_at) \
-     IS DISTINCT FROM (excluded.queue, excluded.run, excluded.available_at)";
-
-/// Rows per multi-row INSERT, well under PostgreSQL's 65535 bound parameters.
-const CHUNK: usize = 500;
-
-/// Overrides the pool's maximum number of connections (default 16).
-pub const POOL_SIZE_ENV: &str = "TRIGGERS_PG_POOL_SIZE";
-
-/// How long a request waits for a connection (including reconnecting after the
-/// server went away) before it fails as `UNAVAILABLE`.
-const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Connections per process unless [`POOL_SIZE_ENV`] says otherwise.
-const DEFAULT_POOL_SIZE: u32 = 16;
+/// How often a group whose transaction was chosen as a deadlock victim (or
+/// failed to serialise) is written again before its decisions fail.
+const GROUP_ATTEMPTS: usize = 3;
 
 /// The store on a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    /// Every operation takes a connection from here; writes hold one for their
-    /// transaction.
+    /// Every operation takes a connection from here; a group commit holds one
+    /// for its transaction.
     pool: PgPool,
+    /// This process's one committer: decisions waiting for it are committed
+    /// together (see [`super::group`]).
+    writer: Arc<Writer>,
+    /// How long a writer waits for its turn.
+    timeout: Duration,
 }
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://` or `postgresql://`) and
-    /// brings its schema up to date.
-    ///
-    /// The pool holds at most 16 connections, or as many as the environment
-    /// variable `TRIGGERS_PG_POOL_SIZE` says. Several processes may connect at once:
-    /// migrations run under an advisory lock.
+    /// brings its schema up to date, with a pool of `options.pool_size`
+    /// connections. Several processes may connect at once: migrations run under
+    /// an advisory lock.
     ///
     /// # Errors
-    /// A malformed URL or pool size, a database that does not answer, or a failed
-    /// migration.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    /// A malformed URL, a database that does not answer, or a failed migration.
+    pub async fn connect(url: &str, options: &PostgresOptions) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(pool_size_from_env()?)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(options.pool_size.max(1))
+            .acquire_timeout(options.acquire_timeout)
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            writer: Arc::new(Writer::new(options.max_group)),
+            timeout: options.acquire_timeout,
+        })
+    }
+
+    /// The committer (tests hold it to make a group form).
+    #[cfg(test)]
+    pub(super) fn writer(&self) -> &Arc<Writer> {
+        &self.writer
     }
 
     /// The connection pool (for benchmarks and tooling).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// One attempt at a group's write: one statement on its own (atomic, no
+    /// `BEGIN`/`COMMIT`) when it is only guards and new rows, as every fire's
+    /// decision is; a transaction when leases or stored queue rows are checked
+    /// or changed.
+    async fn try_group(&self, group: &[&Decision]) -> Grouped {
+        if !plan::needs_transaction(group) {
+            let mut conn = match self.pool.acquire().await {
+                Ok(conn) => conn,
+                Err(err) => return Grouped::Failed(err.into()),
+            };
+            return match plan::write_group(&mut PgExec(&mut conn), group).await {
+                Ok(outcomes) => Grouped::Written {
+                    outcomes,
+                    commit: Ok(()),
+                },
+                Err(err) => Grouped::Failed(err),
+            };
+        }
+        let mut tx = match self.pool.begin_with(BEGIN_WRITE).await {
+            Ok(tx) => tx,
+            Err(err) => return Grouped::Failed(err.into()),
+        };
+        let outcomes = match plan::write_group(&mut PgExec(&mut tx), group).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => return Grouped::Failed(err),
+        };
+        if plan::nothing_stands(&outcomes) {
+            // Dropping the transaction rolls it back.
+            plan::count_statements(2);
+            return Grouped::Written {
+                outcomes,
+                commit: Ok(()),
+            };
+        }
+        plan::count_statements(2);
+        let commit = tx.commit().await.map_err(Into::into);
+        Grouped::Written { outcomes, commit }
+    }
 }
 
-/// Reads [`POOL_SIZE_ENV`].
-fn pool_size_from_env() -> StoreResult<u32> {
-    let Ok(value) = std::env::var(POOL_SIZE_ENV) else {
-        return Ok(DEFAULT_POOL_SIZE);
-    };
-    match value.trim().parse::<u32>() {
-        Ok(size) if size > 0 => Ok(size),
-        _ => Err(StoreError::Backend(sqlx::Error::Configuration(
-            format!("{POOL_SIZE_ENV}={value:?}: expected a positive number of connections").into(),
-        ))),
+#[async_trait]
+impl GroupStore for PostgresStore {
+    async fn commit_group(&self, group: &[&Decision]) -> Grouped {
+        let mut attempt = 1;
+        loop {
+            let grouped = self.try_group(group).await;
+            let retry = match &grouped {
+                Grouped::Failed(err)
+                | Grouped::Written {
+                    commit: Err(err), ..
+                } => is_rolled_back(err),
+                Grouped::Written { .. } => false,
+            };
+            if !retry || attempt == GROUP_ATTEMPTS {
+                return grouped;
+            }
+            attempt += 1;
+        }
+    }
+}
+
+/// A deadlock victim or a serialisation failure: the whole transaction was
+/// rolled back, so writing it again is safe.
+fn is_rolled_back(err: &StoreError) -> bool {
+    match err {
+        StoreError::Backend(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
     }
 }
 
@@ -224,20 +183,15 @@ impl Store for PostgresStore {
     }
 
     async fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
-        if commit.events.is_empty() && commit.instances.is_empty() && commit.queue.is_empty() {
+        // Encode everything before queueing for the writer.
+        let Some(decision) = Decision::encode(commit)? else {
             return Ok(());
-        }
-        if one_trip::commit(&self.pool, &commit).await? {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        write_decision(&mut tx, &commit).await?;
-        tx.commit().await?;
-        Ok(())
+        };
+        self.writer.commit(self, decision, self.timeout).await
     }
 
     async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         // No row yet (version 0): nothing to lock; a racing first commit is
         // still caught by the guard's unique key.
         sqlx::query(LOCK_SESSION)
@@ -424,124 +378,11 @@ impl Store for PostgresStore {
 
     async fn replace_projections(&self, rebuilt: &[Rebuilt]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        for rebuilt in rebuilt {
-            replace_session(&mut tx, rebuilt).await?;
-        }
+        super::replace::write_rebuilt(&mut PgExec(&mut tx), rebuilt).await?;
         tx.commit().await?;
+        plan::count_statements(2);
         Ok(())
     }
-}
-
-/// One session's part of `replace_projections`.
-async fn replace_session(conn: &mut PgConnection, rebuilt: &Rebuilt) -> StoreResult<()> {
-    let session = rebuilt.session.as_str();
-    let instances = NewInstance::all(&rebuilt.instances)?;
-    let queue = dedup_queue(&rebuilt.queue);
-    let keep: Vec<&str> = queue.iter().map(|entry| entry.instance.as_str()).collect();
-    let state = rebuilt.snapshot.state.as_str();
-    sqlx::query(PUT_SESSION)
-        .bind(session)
-        .bind(to_i64(rebuilt.version)?)
-        .bind(rebuilt.updated_at)
-        .execute(&mut *conn)
-        .await?;
-    let names: Vec<&str> = instances.iter().map(|i| i.name).collect();
-    sqlx::query(DELETE_INSTANCES_BUT)
-        .bind(session)
-        .bind(names)
-        .execute(&mut *conn)
-        .await?;
-    upsert_instances(&mut *conn, &instances).await?;
-    sqlx::query(DEQUEUE_ALL_BUT)
-        .bind(session)
-        .bind(keep)
-        .execute(&mut *conn)
-        .await?;
-    for chunk in queue.chunks(CHUNK) {
-        let mut insert = QueryBuilder::<Postgres>::new(RESTORE_QUEUE);
-        insert.push("(").push(QUEUE_COLUMNS).push(") ");
-        insert.push_values(chunk, |mut row, entry| {
-            row.push_bind(session)
-                .push_bind(&entry.instance)
-                .push_bind(&entry.queue)
-                .push_bind(&entry.run)
-                .push_bind(entry.available_at)
-                .push_bind(&entry.lease_owner)
-                .push_bind(&entry.lease_token)
-                .push_bind(entry.lease_expires_at);
-        });
-        insert.push(RESTORE_QUEUE_END);
-        insert.build().execute(&mut *conn).await?;
-    }
-    sqlx::query(PUT_SNAPSHOT)
-        .bind(session)
-        .bind(to_i64(rebuilt.snapshot.version)?)
-        .bind(state)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Writes one decision inside the caller's transaction: the version guard, the
-/// events, the instance rows and the queue changes. `Conflict` when the session
-/// moved on; `LeaseLost` when a lease op finds the row gone.
-async fn write_decision(conn: &mut PgConnection, decision: &Commit<'_>) -> StoreResult<()> {
-    let session = decision.session;
-    let conflict = || StoreError::Conflict {
-        session: session.to_owned(),
-        expected: decision.expected_version,
-    };
-    let events = decision
-        .events
-        .iter()
-        .map(NewEvent::new)
-        .collect::<StoreResult<Vec<_>>>()?;
-    let instances = NewInstance::all(&decision.instances)?;
-
-    if let Some(last) = events.last() {
-        let guard = if decision.expected_version == 0 {
-            sqlx::query(CREATE_SESSION)
-                .bind(session)
-                .bind(last.seq)
-                .bind(last.at)
-                .execute(&mut *conn)
-                .await?
-        } else {
-            sqlx::query(ADVANCE_SESSION)
-                .bind(last.seq)
-                .bind(last.at)
-                .bind(session)
-                .bind(to_i64(decision.expected_version)?)
-                .execute(&mut *conn)
-                .await?
-        };
-        if guard.rows_affected() == 0 {
-            return Err(conflict());
-        }
-        for chunk in events.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<Postgres>::new(INSERT_EVENTS);
-            insert.push_values(chunk, |mut row, event| {
-                row.push_bind(session)
-                    .push_bind(event.seq)
-                    .push_bind(event.kind)
-                    .push_bind(event.format)
-                    .push_bind(&event.data)
-                    .push_bind(event.caused_by)
-                    .push_bind(event.instance)
-                    .push_bind(event.trigger)
-                    .push_bind(event.at);
-            });
-            match insert.build().execute(&mut *conn).await {
-                Err(err) if is_unique_violation(&err) => return Err(conflict()),
-                other => other?,
-            };
-        }
-    }
-    upsert_instances(&mut *conn, &instances).await?;
-    for op in &decision.queue {
-        apply_queue_op(&mut *conn, session, op).await?;
-    }
-    Ok(())
 }
 
 /// A transaction holding a session's row lock (`SELECT ... FOR UPDATE`).
@@ -566,245 +407,74 @@ impl LockedSession for LockedPg {
 
     async fn commit(mut self: Box<Self>, commit: Commit<'_>) -> StoreResult<()> {
         debug_assert_eq!(commit.session, self.session);
-        write_decision(&mut self.tx, &commit).await?;
+        let Some(decision) = Decision::encode(commit)? else {
+            return Ok(());
+        };
+        let mut outcomes = plan::write_group(&mut PgExec(&mut self.tx), &[&decision]).await?;
+        // Refused: dropping the transaction rolls it back.
+        outcomes.pop().expect("one outcome")?;
         self.tx.commit().await?;
+        plan::count_statements(2);
         Ok(())
     }
 }
 
-/// An event, encoded for its row.
-struct NewEvent<'a> {
-    seq: i64,
-    kind: &'static str,
-    format: i32,
-    data: String,
-    caused_by: Option<i64>,
-    instance: Option<&'a str>,
-    trigger: Option<&'a str>,
-    at: DateTime<Utc>,
-}
+/// The write plan's statements on one connection.
+struct PgExec<'c>(&'c mut PgConnection);
 
-impl<'a> NewEvent<'a> {
-    fn new(event: &'a Event) -> StoreResult<Self> {
-        Ok(Self {
-            seq: to_i64(event.seq)?,
-            kind: event.payload.kind(),
-            format: crate::domain::event::PAYLOAD_FORMAT,
-            data: to_json(&event.payload.to_data())?,
-            caused_by: event.caused_by.map(to_i64).transpose()?,
-            instance: event.payload.instance(),
-            trigger: event.payload.trigger(),
-            at: event.at,
-        })
+#[async_trait]
+impl Exec for PgExec<'_> {
+    async fn ints(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<i64>>> {
+        plan::count_statements(1);
+        let ints = sqlx::query_scalar(write::sql(step))
+            .bind(rows)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(Some(ints))
+    }
+
+    async fn texts(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<String>>> {
+        plan::count_statements(1);
+        let texts = sqlx::query_scalar(write::sql(step))
+            .bind(rows)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(Some(texts))
+    }
+
+    async fn run(&mut self, step: Step, rows: String) -> StoreResult<()> {
+        plan::count_statements(1);
+        sqlx::query(write::sql(step))
+            .bind(rows)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+    async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>> {
+        let rows = |rows: &Option<String>| rows.as_deref().unwrap_or("[]").to_owned();
+        plan::count_statements(1);
+        Ok(sqlx::query_scalar(write::GUARD_AND_WRITE)
+            .bind(rows(&writes.creates))
+            .bind(rows(&writes.advances))
+            .bind(super::codec::to_json(&writes.unguarded)?)
+            .bind(rows(&writes.events))
+            .bind(rows(&writes.instances))
+            .bind(rows(&writes.puts))
+            .bind(rows(&writes.relets))
+            .bind(rows(&writes.deletes))
+            .fetch_all(&mut *self.0)
+            .await?)
     }
 }
 
-/// An instance row, encoded.
-struct NewInstance<'a> {
-    session: &'a str,
-    name: &'a str,
-    task: &'a str,
-    status: &'static str,
-    created_seq: i64,
-    updated_at: DateTime<Utc>,
-    body: &'a str,
-}
+impl Columns for PgRow {
+    super::codec::plain_columns!();
 
-impl<'a> NewInstance<'a> {
-    /// Encodes the rows, keeping only the last of each (session, name): one
-    /// multi-row upsert may not touch a row twice.
-    fn all(rows: &'a [InstanceRow]) -> StoreResult<Vec<Self>> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows.iter().rev() {
-            if seen.insert((row.session.as_str(), row.name.as_str())) {
-                out.push(Self {
-                    session: &row.session,
-                    name: &row.name,
-                    task: &row.task,
-                    status: row.status.as_str(),
-                    created_seq: to_i64(row.created_seq)?,
-                    updated_at: row.updated_at,
-                    body: &row.body,
-                });
-            }
-        }
-        out.reverse();
-        Ok(out)
+    fn timestamp(&self, column: &str) -> StoreResult<DateTime<Utc>> {
+        Ok(self.try_get(column)?)
     }
-}
 
-/// The last entry of each instance, in order.
-fn dedup_queue(entries: &[QueueEntry]) -> Vec<&QueueEntry> {
-    let mut seen = HashSet::new();
-    let mut out: Vec<_> = entries
-        .iter()
-        .rev()
-        .filter(|entry| seen.insert(entry.instance.as_str()))
-        .collect();
-    out.reverse();
-    out
-}
-
-async fn upsert_instances(conn: &mut PgConnection, rows: &[NewInstance<'_>]) -> StoreResult<()> {
-    for chunk in rows.chunks(CHUNK) {
-        let mut insert = QueryBuilder::<Postgres>::new(UPSERT_INSTANCES);
-        insert.push_values(chunk, |mut row, instance| {
-            row.push_bind(instance.session)
-                .push_bind(instance.name)
-                .push_bind(instance.task)
-                .push_bind(instance.status)
-                .push_bind(instance.created_seq)
-                .push_bind(instance.updated_at)
-                .push_bind(instance.body);
-        });
-        insert.push(UPSERT_INSTANCES_END);
-        insert.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-async fn apply_queue_op(conn: &mut PgConnection, session: &str, op: &QueueOp) -> StoreResult<()> {
-    match op {
-        QueueOp::Enqueue {
-            instance,
-            queue,
-            run,
-            available_at,
-        } => {
-            sqlx::query(ENQUEUE)
-                .bind(session)
-                .bind(instance)
-                .bind(queue)
-                .bind(run)
-                .bind(available_at)
-                .execute(&mut *conn)
-                .await?;
-        }
-        QueueOp::Remove { instance } => {
-            sqlx::query(DEQUEUE)
-                .bind(session)
-                .bind(instance)
-                .execute(&mut *conn)
-                .await?;
-        }
-        QueueOp::Lease {
-            instance,
-            owner,
-            token,
-            expires_at,
-            now,
-            current_token,
-        } => {
-            let leased = sqlx::query(LEASE)
-                .bind(owner)
-                .bind(token)
-                .bind(expires_at)
-                .bind(session)
-                .bind(instance)
-                .bind(now)
-                .bind(current_token)
-                .execute(&mut *conn)
-                .await?;
-            if leased.rows_affected() == 0 {
-                return Err(StoreError::LeaseLost {
-                    session: session.to_owned(),
-                    instance: instance.clone(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-fn decode_event(session: &str, row: &PgRow) -> StoreResult<Event> {
-    let seq: i64 = row.try_get("seq")?;
-    let corrupt =
-        |what: String| StoreError::Corrupt(format!("event {seq} of session {session:?}: {what}"));
-    let kind: &str = row.try_get("kind")?;
-    let format: i32 = row.try_get("format")?;
-    let data: &str = row.try_get("data")?;
-    let caused_by: Option<i64> = row.try_get("caused_by")?;
-    Ok(Event {
-        seq: u64::try_from(seq).map_err(|_| corrupt("negative seq".into()))?,
-        at: row.try_get("at")?,
-        caused_by: caused_by
-            .map(u64::try_from)
-            .transpose()
-            .map_err(|_| corrupt("negative causedBy".into()))?,
-        payload: EventPayload::from_data_text(kind, format, data)
-            .map_err(|err| corrupt(err.to_string()))?,
-    })
-}
-
-fn decode_instance(row: &PgRow) -> StoreResult<InstanceRow> {
-    let session: String = row.try_get("session")?;
-    let name: String = row.try_get("name")?;
-    let corrupt = |what: String| {
-        StoreError::Corrupt(format!("instance {name:?} of session {session:?}: {what}"))
-    };
-    let status: String = row.try_get("status")?;
-    let status = status
-        .parse::<InstanceStatus>()
-        .map_err(|err| corrupt(err.to_string()))?;
-    let created_seq: i64 = row.try_get("created_seq")?;
-    let created_seq =
-        u64::try_from(created_seq).map_err(|_| corrupt("negative created_seq".into()))?;
-    let body: String = row.try_get("body")?;
-    Ok(InstanceRow {
-        task: row.try_get("task")?,
-        status,
-        created_seq,
-        updated_at: row.try_get("updated_at")?,
-        body,
-        session,
-        name,
-    })
-}
-
-fn decode_queue_entry(row: &PgRow) -> StoreResult<QueueEntry> {
-    Ok(QueueEntry {
-        session: row.try_get("session")?,
-        instance: row.try_get("instance")?,
-        queue: row.try_get("queue")?,
-        run: row.try_get("run")?,
-        available_at: row.try_get("available_at")?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_token: row.try_get("lease_token")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-    })
-}
-
-fn to_json(value: &Value) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(encode_error)
-}
-
-fn to_i64(n: u64) -> StoreResult<i64> {
-    i64::try_from(n).map_err(|_| encode_error(format!("{n} does not fit a 64-bit integer column")))
-}
-
-fn to_u64(n: i64, what: &str) -> StoreResult<u64> {
-    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative {what} {n}")))
-}
-
-fn encode_error(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
-    StoreError::Backend(sqlx::Error::Encode(err.into()))
-}
-
-/// `unique_violation` (SQLSTATE 23505).
-/// A unique violation of the log's (session, seq) key: another writer took the seq.
-fn is_event_collision(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            db.code().as_deref() == Some("23505") && db.constraint() == Some("events_pkey")
-        }
-        _ => false,
-    }
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => db.code().as_deref() == Some("23505"),
-        _ => false,
+    fn opt_timestamp(&self, column: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(self.try_get(column)?)
     }
 }

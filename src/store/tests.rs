@@ -1755,7 +1755,9 @@ async fn sqlite_urls_name_relative_absolute_and_plain_paths() {
 async fn a_corrupt_sqlite_event_row_is_reported_with_its_session_and_seq() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("x.db").display());
-    let store = super::sqlite::SqliteStore::connect(&url).await.unwrap();
+    let store = super::sqlite::SqliteStore::connect(&url, &Default::default())
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO events (session, seq, kind, format, data, at) \
          VALUES ('s', 1, 'NoSuchKind', 1, '{}', '2024-01-01T00:00:00.000000Z')",
@@ -1782,9 +1784,10 @@ async fn a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq() {
         eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
         return;
     };
-    let store = super::postgres::PostgresStore::connect(&fresh_schema(&url).await)
-        .await
-        .unwrap();
+    let store =
+        super::postgres::PostgresStore::connect(&fresh_schema(&url).await, &Default::default())
+            .await
+            .unwrap();
     let session = unique("corrupt");
     sqlx::query(
         "INSERT INTO events (session, seq, kind, format, data, at) \
@@ -1820,7 +1823,9 @@ fn assert_corrupt(result: StoreResult<Vec<Event>>, session: &str, seq: &str) {
 async fn a_seq_taken_behind_the_sqlite_guards_back_is_still_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("x.db").display());
-    let store = super::sqlite::SqliteStore::connect(&url).await.unwrap();
+    let store = super::sqlite::SqliteStore::connect(&url, &Default::default())
+        .await
+        .unwrap();
     append(&store, "s", 0, &[fired(1, "page", json!({}))])
         .await
         .unwrap();
@@ -1847,9 +1852,10 @@ async fn a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict() {
         eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
         return;
     };
-    let store = super::postgres::PostgresStore::connect(&fresh_schema(&url).await)
-        .await
-        .unwrap();
+    let store =
+        super::postgres::PostgresStore::connect(&fresh_schema(&url).await, &Default::default())
+            .await
+            .unwrap();
     let session = unique("behind");
     append(&store, &session, 0, &[fired(1, "page", json!({}))])
         .await
@@ -1869,3 +1875,6 @@ async fn a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict() {
     );
     assert_eq!(store.version(&session).await.unwrap(), 1);
 }
+
+#[path = "group_tests.rs"]
+mod group_tests;

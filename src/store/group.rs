@@ -1,13 +1,16 @@
-//! Group commit for SQLite: one durable transaction for several sessions'
-//! decisions.
+//! Group commit, for both backends: one durable transaction for several
+//! sessions' decisions.
 //!
-//! SQLite has one write lock per database, and with `synchronous = FULL` every
-//! commit waits for its own fsync. Decisions that queue up behind the writer are
-//! instead committed together: whoever gets the writer lock (the *leader*) takes
-//! every waiting decision, writes each inside its own savepoint (a failed version
-//! guard or lease rolls back only that decision), commits once, and answers each
-//! waiter. Nobody is answered before the one `COMMIT` is durable, so grouping
-//! trades no durability; a lone writer commits alone, exactly as before.
+//! Every commit waits for its own fsync, and every statement is a conversation
+//! with the database (a hop to sqlx's SQLite thread, a PostgreSQL round trip).
+//! Decisions that queue up behind the store's one committer are instead
+//! committed together: whoever gets the writer lock (the *leader*) takes the
+//! waiting decisions (at most one per session, up to the group size), has the
+//! backend write them with the [`plan`](super::plan) in a constant number of
+//! statements (a stale guard or a lost lease refuses only its own decision),
+//! commits once, and answers each waiter. Nobody is answered before the one
+//! `COMMIT` is durable, so grouping trades no durability; a lone writer commits
+//! alone. [`committed`] is the one place that sees each committed group's size.
 //!
 //! The batch runs in a task of its own holding the writer lock, so a leader whose
 //! caller goes away (a dropped future) cannot abandon the others' decisions
@@ -19,23 +22,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use async_trait::async_trait;
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
-use super::{write_decision, NewEvent, NewInstance, BEGIN_WRITE};
-use crate::store::{QueueOp, StoreError, StoreResult};
+use super::plan::Decision;
+use super::{StoreError, StoreResult};
 
-/// Most decisions in one transaction unless configured (bounds the latency of
-/// the first).
-pub(super) const DEFAULT_MAX_GROUP: usize = 64;
+/// A backend's side of a group commit.
+#[async_trait]
+pub(super) trait GroupStore: Clone + Send + Sync + 'static {
+    /// Writes `group` in one transaction (with [`super::plan::write_group`]) and
+    /// commits it.
+    async fn commit_group(&self, group: &[&Decision]) -> Grouped;
+}
 
-/// One session's decision, encoded and owned, waiting for the writer.
-pub(super) struct Decision {
-    pub(super) session: String,
-    pub(super) expected_version: u64,
-    pub(super) events: Vec<NewEvent>,
-    pub(super) instances: Vec<NewInstance>,
-    pub(super) queue: Vec<QueueOp>,
+/// How a group's transaction went.
+pub(super) enum Grouped {
+    /// It failed before every decision had its own outcome: all of them fail.
+    Failed(StoreError),
+    /// Each decision's own outcome, and then the `COMMIT`'s.
+    Written {
+        outcomes: Vec<StoreResult<()>>,
+        commit: StoreResult<()>,
+    },
+}
+
+/// Called once per committed group with the number of decisions it made
+/// durable (the committed ones, not those refused alone).
+fn committed(decisions: usize) {
+    tracing::trace!(decisions, "group committed");
 }
 
 struct Waiting {
@@ -51,6 +66,9 @@ pub(super) struct Writer {
     waiting: Mutex<VecDeque<Waiting>>,
     next_id: AtomicU64,
     max_group: usize,
+    /// The size of the last batch taken (tests look).
+    #[cfg(test)]
+    pub(super) last_batch: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -71,6 +89,8 @@ impl Writer {
             waiting: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
             max_group: max_group.max(1),
+            #[cfg(test)]
+            last_batch: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -83,9 +103,9 @@ impl Writer {
     }
 
     /// Commits `decision`, alone or with others that wait at the same time.
-    pub(super) async fn commit(
+    pub(super) async fn commit<S: GroupStore>(
         self: &Arc<Self>,
-        pool: &SqlitePool,
+        store: &S,
         decision: Decision,
         timeout: Duration,
     ) -> StoreResult<()> {
@@ -114,7 +134,7 @@ impl Writer {
                     // took it, or it is beyond this batch; then keep waiting).
                     let batch = self.take_batch();
                     if !batch.is_empty() {
-                        tokio::spawn(run_batch(pool.clone(), guard, batch));
+                        tokio::spawn(run_batch(store.clone(), guard, batch));
                     }
                 }
                 () = &mut deadline => {
@@ -136,11 +156,30 @@ impl Writer {
         })
     }
 
-    /// Up to `max_group` waiting decisions, oldest first.
+    /// Up to `max_group` waiting decisions, oldest first, at most one per
+    /// session (a later one of the same session waits for the next group).
     fn take_batch(&self) -> Vec<Waiting> {
         let mut waiting = self.waiting.lock().expect("not poisoned");
-        let n = waiting.len().min(self.max_group);
-        waiting.drain(..n).collect()
+        let mut sessions = std::collections::HashSet::new();
+        let mut batch = Vec::with_capacity(waiting.len().min(self.max_group));
+        let mut later = VecDeque::new();
+        while let Some(next) = waiting.pop_front() {
+            if batch.len() < self.max_group && sessions.insert(next.decision.session.clone()) {
+                batch.push(next);
+            } else {
+                later.push_back(next);
+            }
+        }
+        *waiting = later;
+        #[cfg(test)]
+        self.last_batch.store(batch.len(), Ordering::Relaxed);
+        batch
+    }
+
+    /// How many decisions wait (tests look).
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.lock().expect("not poisoned").len()
     }
 
     /// Removes a decision no batch has taken yet; false if one has.
@@ -170,58 +209,33 @@ impl Drop for WithdrawOnDrop<'_> {
     }
 }
 
-/// Writes `batch` in one transaction (each decision in a savepoint when there are
-/// several), commits, and answers every waiter. Holds the writer lock throughout.
-async fn run_batch(pool: SqlitePool, _lock: OwnedMutexGuard<()>, batch: Vec<Waiting>) {
-    let mut tx = match pool.begin_with(BEGIN_WRITE).await {
-        Ok(tx) => tx,
-        Err(err) => return fail_all(batch, &err.into()),
-    };
-    let grouped = batch.len() > 1;
-    let mut written = Vec::with_capacity(batch.len());
-    for waiting in batch {
-        if !grouped {
-            match write_decision(&mut tx, &waiting.decision).await {
-                Ok(()) => written.push((waiting, Ok(()))),
-                // Dropping the transaction rolls it back.
-                Err(err) => return answer(waiting, Err(err)),
-            }
-            continue;
+/// Has the backend write `batch` in one transaction and answers every waiter.
+/// Holds the writer lock throughout.
+async fn run_batch<S: GroupStore>(store: S, _lock: OwnedMutexGuard<()>, batch: Vec<Waiting>) {
+    let decisions: Vec<&Decision> = batch.iter().map(|w| &w.decision).collect();
+    let grouped = store.commit_group(&decisions).await;
+    drop(decisions);
+    match grouped {
+        // A lone decision keeps its own error.
+        Grouped::Failed(err) if batch.len() == 1 => {
+            answer(batch.into_iter().next().expect("one"), Err(err))
         }
-        let outcome = async {
-            sqlx::query("SAVEPOINT decision").execute(&mut *tx).await?;
-            let outcome = write_decision(&mut tx, &waiting.decision).await;
-            if outcome.is_err() {
-                sqlx::query("ROLLBACK TO decision")
-                    .execute(&mut *tx)
-                    .await?;
+        Grouped::Failed(err) => fail_all(batch, &err),
+        Grouped::Written { outcomes, commit } => {
+            let durable = outcomes.iter().filter(|o| o.is_ok()).count();
+            if commit.is_ok() && durable > 0 {
+                committed(durable);
             }
-            sqlx::query("RELEASE decision").execute(&mut *tx).await?;
-            Ok::<_, StoreError>(outcome)
-        }
-        .await;
-        match outcome {
-            Ok(outcome) => written.push((waiting, outcome)),
-            // The savepoint machinery itself failed: nothing is trustworthy.
-            Err(err) => {
-                let shared = share(&err);
-                answer(waiting, Err(err));
-                let rest = written.into_iter().map(|(waiting, _)| waiting);
-                return fail_all(rest.collect(), &shared);
-            }
-        }
-    }
-    match tx.commit().await {
-        Ok(()) => {
-            for (waiting, outcome) in written {
-                answer(waiting, outcome);
-            }
-        }
-        Err(err) => {
-            let err = StoreError::from(err);
-            for (waiting, outcome) in written {
+            let lone = batch.len() == 1;
+            let mut commit = commit.err();
+            for (waiting, outcome) in batch.into_iter().zip(outcomes) {
                 // A decision refused on its own keeps its own reason.
-                answer(waiting, outcome.and(Err(share(&err))));
+                let outcome = match outcome {
+                    Ok(()) if lone && commit.is_some() => Err(commit.take().expect("set")),
+                    Ok(()) => commit.as_ref().map_or(Ok(()), |err| Err(share(err))),
+                    refused => refused,
+                };
+                answer(waiting, outcome);
             }
         }
     }
