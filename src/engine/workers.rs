@@ -91,10 +91,15 @@ impl Engine {
             if candidates.is_empty() {
                 break;
             }
-            // Concurrent workers see the same oldest rows: each starts at a random
-            // point of the window so they do not all queue up on the first one.
-            let start = (uuid::Uuid::new_v4().as_u128() % candidates.len() as u128) as usize;
-            candidates.rotate_left(start);
+            // Every claim tries the oldest row first, so none waits behind newer
+            // ones for longer than one claim. Concurrent workers see the same
+            // window: past the oldest, each goes on from a random point of it so
+            // those that lost the oldest do not all queue up on the next one.
+            if candidates.len() > 2 {
+                let rest = candidates.len() - 1;
+                let start = (uuid::Uuid::new_v4().as_u128() % rest as u128) as usize;
+                candidates[1..].rotate_left(start);
+            }
             for row in candidates {
                 if claims.len() as u32 >= max {
                     break;

@@ -9,4 +9,5 @@ mod common;
 mod support;
 
 mod command;
+mod fairness;
 mod protocol;
