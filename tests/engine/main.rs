@@ -9,7 +9,8 @@
 //! Each behaviour is an `async fn <sentence>(db: TestDb)`, listed in its module's
 //! `on_both_backends!`, which makes the two tests `<sentence>::sqlite` and
 //! `<sentence>::postgres` (so `cargo test --test engine sqlite` runs one backend).
-//! Without the variable, each postgres test says `SKIPPED: ...` on stderr and passes.
+//! Without the variable, each postgres test is reported as ignored (see
+//! `build.rs`), never as passed.
 //!
 //! # Layout
 //! - `support`: the per-backend test macro, databases, engines and small helpers.
