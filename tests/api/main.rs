@@ -9,6 +9,7 @@ mod support;
 
 mod audit;
 mod cli;
+mod descriptions;
 mod diagnostics;
 mod errors;
 mod fuzz;
