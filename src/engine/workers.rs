@@ -1,5 +1,5 @@
 //! The external worker protocol: claim scheduled instances with a lease, renew it,
-//! and report the outcome under it (SPEC section 9 "Workers", 11 "Workers").
+//! and report the outcome under it (docs/graphql.md, "Workers").
 //!
 //! A claim is an ordinary decision on the instance's session (`InstanceStarted`)
 //! committed together with a conditional lease update of its queue row, so two

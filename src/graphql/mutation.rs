@@ -1,4 +1,4 @@
-//! The Mutation root: configure, fire, the manual changes of SPEC section 5, and
+//! The Mutation root: configure, fire, the manual changes of operators, and
 //! the worker protocol. Each checks argument sizes, makes one engine call, and
 //! answers with what that call committed.
 

@@ -1,4 +1,4 @@
-//! The GraphQL object types of SPEC section 9, as thin views over engine values.
+//! The GraphQL object types (docs/graphql.md), as thin views over engine values.
 //!
 //! A [`Session`] holds one folded [`SessionState`] (the live one, or one folded up
 //! to a version for `asOf`), and every object reached from it reads that same

@@ -11,6 +11,7 @@ mod audit;
 mod cli;
 mod descriptions;
 mod diagnostics;
+mod docs;
 mod errors;
 mod fuzz;
 mod hostile;

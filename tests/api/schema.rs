@@ -207,7 +207,7 @@ fn fields_of(sdl: &str, name: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_schema_keeps_every_name_the_spec_pins() {
+fn the_schema_keeps_every_name_clients_rely_on() {
     let sdl = triggers::graphql::sdl();
     for (type_name, pinned) in PINNED {
         let fields = fields_of(&sdl, type_name);

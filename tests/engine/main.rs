@@ -1,4 +1,4 @@
-//! The behavioural suite of the engine (SPEC sections 1-8 and 11), run through the
+//! The behavioural suite of the engine (docs/concepts.md, docs/configuration.md, docs/events.md), run through the
 //! library API on SQLite and, when `TRIGGERS_TEST_POSTGRES_URL` is set, on
 //! PostgreSQL.
 //!
@@ -14,7 +14,7 @@
 //!
 //! # Layout
 //! - `support`: the per-backend test macro, databases, engines and small helpers.
-//! - `scenarios`: the catalogue: what a user sees for every rule of the spec.
+//! - `scenarios`: the catalogue: what a user sees for every documented rule.
 //! - `errors`: every refusal, its code, and that nothing was written.
 //! - `concurrency`: racing fires in one process and across two engines.
 //! - `properties`: random configurations and fire sequences against the log.
