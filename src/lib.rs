@@ -13,7 +13,7 @@
 //!   `sqlite.rs` and `postgres.rs` holding only SQL.
 //! - [`engine`]: load -> decide -> append -> dispatch. The library API
 //!   ([`Engine`]), inline handlers, hooks, leases and recovery.
-//! - [`graphql`]: the GraphQL API of SPEC section 9, an adapter over the engine
+//! - [`graphql`]: the GraphQL API (docs/graphql.md), an adapter over the engine
 //!   (schema, resolvers, error codes).
 //! - [`http`]: the axum server: `/graphql` (GraphiQL, WebSocket subscriptions),
 //!   `/health`, body limit and API token; [`http::serve`] takes a shutdown future.

@@ -1,4 +1,4 @@
-//! The `triggers` command line (SPEC section 10).
+//! The `triggers` command line (docs/cli.md).
 //!
 //! Two kinds of commands:
 //! - `serve` and `rebuild` open the database themselves (`--database-url`).

@@ -1,6 +1,6 @@
 //! `triggers work`: a generic external worker that turns any program into a task.
 //!
-//! It claims instances of one queue over GraphQL (SPEC section 9 "Workers"), runs
+//! It claims instances of one queue over GraphQL (docs/graphql.md, "Workers"), runs
 //! COMMAND once per claim with the task as a JSON document on standard input,
 //! renews the lease while COMMAND runs, and reports the outcome:
 //! - exit status 0 and a JSON object on standard output: `completeTask` with that

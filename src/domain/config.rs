@@ -1,4 +1,4 @@
-//! Task configuration: the directives of SPEC section 2, parsed and validated as a
+//! Task configuration: the directives of docs/configuration.md, parsed and validated as a
 //! whole so that bad configuration is rejected before anything is written.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use super::{DomainError, JsonObject};
 /// The default of `maxRetries`.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
-/// Which runner executes a task's instances (SPEC section 6).
+/// Which runner executes a task's instances (docs/concepts.md, "Runners").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "runner", content = "queue")]
 pub enum Runner {

@@ -1,4 +1,4 @@
-//! The rules: commands in, events out (SPEC sections 3-5).
+//! The rules: commands in, events out (docs/configuration.md, "How a fire reaches a task"; docs/graphql.md).
 //!
 //! A [`Decider`] borrows a session's state, checks a command against it, and emits
 //! events, applying each to the state as it goes. Checks come before the first
@@ -162,7 +162,7 @@ impl<'a> Decider<'a> {
         self.emit(None, EventPayload::SessionConfigured { tasks })
     }
 
-    /// Fires `trigger` (SPEC section 3). A repeated idempotency key appends nothing
+    /// Fires `trigger` (docs/configuration.md, "How a fire reaches a task"). A repeated idempotency key appends nothing
     /// and answers what the first firing did.
     pub fn fire(
         &mut self,

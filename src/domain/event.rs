@@ -1,4 +1,4 @@
-//! Events: the facts of the log (SPEC section 8). Past-tense kinds with pinned
+//! Events: the facts of the log (docs/events.md). Past-tense kinds with pinned
 //! names, a payload format version, and `causedBy` where an event is derived.
 //!
 //! Stored rows are never rewritten: a payload keeps the format it was written

@@ -1,4 +1,4 @@
-//! The deep merge of `withParams` under trigger kwargs (SPEC section 4).
+//! The deep merge of `withParams` under trigger kwargs (docs/configuration.md, "withParams").
 
 use serde_json::Value;
 

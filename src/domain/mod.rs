@@ -3,7 +3,7 @@
 //!
 //! Nothing here touches a database, a clock or the network: the engine passes the
 //! current time and a runner resolver in, and gets events out. That keeps every rule
-//! of SPEC sections 2-7 testable as given-events / when-command / then-events.
+//! of docs/concepts.md and docs/configuration.md testable as given-events / when-command / then-events.
 
 pub mod config;
 pub mod decide;

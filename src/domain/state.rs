@@ -1,4 +1,4 @@
-//! Per-session state and the fold `state + event -> state` (SPEC section 8).
+//! Per-session state and the fold `state + event -> state` (docs/events.md).
 //!
 //! `apply` holds no rules: it records what an event says happened. All rules live
 //! in `decide`, which emits events and applies each one as it goes, so the state

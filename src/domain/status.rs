@@ -1,4 +1,4 @@
-//! The eight instance statuses (SPEC section 7) and their SQL/GraphQL spelling.
+//! The eight instance statuses (docs/concepts.md, "Instances") and their SQL/GraphQL spelling.
 
 use std::fmt;
 use std::str::FromStr;

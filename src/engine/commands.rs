@@ -1,5 +1,5 @@
 //! The write side of the library API: configure, fire, and the manual changes of
-//! SPEC section 5. Each parses its input at the boundary, then runs one decision.
+//! operators (docs/graphql.md). Each parses its input at the boundary, then runs one decision.
 
 use serde_json::Value;
 
@@ -105,7 +105,7 @@ impl Engine {
         })
     }
 
-    /// Fires `trigger` with `kwargs` (SPEC section 3). With an idempotency key, a
+    /// Fires `trigger` with `kwargs` (docs/configuration.md). With an idempotency key, a
     /// repeat returns the first outcome with `duplicate` set and appends nothing.
     #[tracing::instrument(skip(self, kwargs), err(level = "debug"))]
     pub async fn fire(

@@ -1,6 +1,6 @@
 //! Handlers: Rust functions that run jobs in the engine's process (the `inline`
 //! runner), the registry that names them, and the built-in `triggers.testing.*`
-//! handlers of SPEC section 6.
+//! handlers (docs/concepts.md, "Runners").
 
 use std::collections::HashMap;
 use std::future::Future;

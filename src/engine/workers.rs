@@ -1,5 +1,5 @@
 //! The external worker protocol: claim scheduled instances with a lease, renew it,
-//! and report the outcome under it (SPEC section 9 "Workers", 11 "Workers").
+//! and report the outcome under it (docs/graphql.md, "Workers").
 //!
 //! A claim is an ordinary decision on the instance's session (`InstanceStarted`)
 //! committed together with a conditional lease update of its queue row, so two
@@ -91,10 +91,15 @@ impl Engine {
             if candidates.is_empty() {
                 break;
             }
-            // Concurrent workers see the same oldest rows: each starts at a random
-            // point of the window so they do not all queue up on the first one.
-            let start = (uuid::Uuid::new_v4().as_u128() % candidates.len() as u128) as usize;
-            candidates.rotate_left(start);
+            // Every claim tries the oldest row first, so none waits behind newer
+            // ones for longer than one claim. Concurrent workers see the same
+            // window: past the oldest, each goes on from a random point of it so
+            // those that lost the oldest do not all queue up on the next one.
+            if candidates.len() > 2 {
+                let rest = candidates.len() - 1;
+                let start = (uuid::Uuid::new_v4().as_u128() % rest as u128) as usize;
+                candidates[1..].rotate_left(start);
+            }
             for row in candidates {
                 if claims.len() as u32 >= max {
                     break;

@@ -1,4 +1,4 @@
-//! The GraphQL API of SPEC section 9: an adapter that parses arguments, calls the
+//! The GraphQL API (docs/graphql.md): an adapter that parses arguments, calls the
 //! [`Engine`], and maps results and errors. No rules and no SQL live here.
 //!
 //! - [`types`]: `Session`, `TaskConfig`, `TaskInstance`, `Event`, `FireResult`,

@@ -1,4 +1,4 @@
-//! The Mutation root: configure, fire, the manual changes of SPEC section 5, and
+//! The Mutation root: configure, fire, the manual changes of operators, and
 //! the worker protocol. Each checks argument sizes, makes one engine call, and
 //! answers with what that call committed.
 
@@ -17,6 +17,9 @@ fn json(value: &Option<Json>) -> Option<&serde_json::Value> {
     value.as_ref().map(|j| &j.0)
 }
 
+/// Writes: configure and fire, the manual changes of operators, and the
+/// protocol of external workers (claim, heartbeat, report). Each one is one
+/// decision, committed whole or not at all.
 #[Object]
 impl Mutation {
     /// Adds or replaces tasks (`tasks`: task name -> directives; see
@@ -28,9 +31,16 @@ impl Mutation {
     async fn configure(
         &self,
         ctx: &Context<'_>,
-        session: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(
+            desc = "A JSON object: task name -> directives (`after`, `run`, `andEvery`, `unless`, `withParams`, `using`, `maxRetries`)."
+        )]
         tasks: Json,
-        #[graphql(default_with = "Some(false)")] strict: Option<bool>,
+        #[graphql(
+            default_with = "Some(false)",
+            desc = "Refuse unknown directives (`BAD_CONFIGURATION`) instead of keeping them in `extras` with a warning."
+        )]
+        strict: Option<bool>,
     ) -> Result<Session> {
         check_json_size(ctx, "tasks", Some(&tasks.0))?;
         let engine = engine(ctx);
@@ -48,9 +58,15 @@ impl Mutation {
     async fn fire(
         &self,
         ctx: &Context<'_>,
-        session: String,
-        trigger: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(desc = "The trigger name.")] trigger: String,
+        #[graphql(
+            desc = "A JSON object handed to the instances this trigger completes (default `{}`)."
+        )]
         kwargs: Option<Json>,
+        #[graphql(
+            desc = "Makes the fire safe to retry: a repeat within the session appends nothing and answers the first result with `duplicate: true`."
+        )]
         idempotency_key: Option<String>,
     ) -> Result<FireResult> {
         check_json_size(ctx, "kwargs", json(&kwargs))?;
@@ -77,8 +93,11 @@ impl Mutation {
     async fn replay_failed_instance(
         &self,
         ctx: &Context<'_>,
-        session: String,
-        instance: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(desc = "The `failed` instance to replay.")] instance: String,
+        #[graphql(
+            desc = "Kwargs for the clone, replacing the failed instance's whole (default: the same kwargs)."
+        )]
         replacement_kwargs: Option<Json>,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "replacementKwargs", json(&replacement_kwargs))?;
@@ -93,9 +112,13 @@ impl Mutation {
     async fn skip_failed_instance(
         &self,
         ctx: &Context<'_>,
-        session: String,
-        instance: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(desc = "The `failed` instance to skip.")] instance: String,
+        #[graphql(
+            desc = "Fire the task name with `result`, as if it had finished (default false)."
+        )]
         cascade: Option<bool>,
+        #[graphql(desc = "The result recorded (and cascaded); a JSON object, default `{}`.")]
         result: Option<Json>,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "result", json(&result))?;
@@ -117,12 +140,15 @@ impl Mutation {
     async fn update_instance_status(
         &self,
         ctx: &Context<'_>,
-        session: String,
-        instance: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(desc = "The instance name (`<task>#<n>`).")] instance: String,
+        #[graphql(desc = "The new status (`SCHEDULED` puts it back in its runner's queue).")]
         status: InstanceStatus,
+        #[graphql(desc = "A JSON object merged (deeply) into the instance's metadata.")]
         metadata: Option<Json>,
+        #[graphql(desc = "Fire the task name with `cascadeKwargs` (default false).")]
         cascade: Option<bool>,
-        cascade_kwargs: Option<Json>,
+        #[graphql(desc = "The kwargs of the cascade; a JSON object, default `{}`.")] cascade_kwargs: Option<Json>,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "metadata", json(&metadata))?;
         check_json_size(ctx, "cascadeKwargs", json(&cascade_kwargs))?;
@@ -144,8 +170,9 @@ impl Mutation {
     async fn update_instance_metadata(
         &self,
         ctx: &Context<'_>,
-        session: String,
-        instance: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(desc = "The instance name (`<task>#<n>`).")] instance: String,
+        #[graphql(desc = "A JSON object merged (deeply) into the instance's metadata.")]
         metadata: Json,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "metadata", Some(&metadata.0))?;
@@ -160,8 +187,8 @@ impl Mutation {
     async fn mark_instance_logs_resolved(
         &self,
         ctx: &Context<'_>,
-        session: String,
-        instance: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(desc = "The instance name (`<task>#<n>`).")] instance: String,
     ) -> Result<TaskInstance> {
         let updated = engine(ctx)
             .mark_instance_logs_resolved(&session, &instance)
@@ -175,9 +202,16 @@ impl Mutation {
     async fn claim_tasks(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Who claims (recorded in `InstanceStarted`), e.g. `<host>:<pid>`.")]
         worker: String,
+        #[graphql(
+            desc = "The worker queue (`using: \"worker:<queue>\"`); null or absent: `default`."
+        )]
         queue: Option<String>,
-        max: Option<i32>,
+        #[graphql(desc = "How many instances at most (default 1).")] max: Option<i32>,
+        #[graphql(
+            desc = "How long the claims are held before they return to the queue unless renewed (default 30, 1..3600)."
+        )]
         lease_seconds: Option<i32>,
     ) -> Result<Vec<TaskClaim>> {
         check_text("worker", Some(&worker))?;
@@ -197,7 +231,8 @@ impl Mutation {
     async fn heartbeat(
         &self,
         ctx: &Context<'_>,
-        lease_token: String,
+        #[graphql(desc = "The token `claimTasks` returned for this claim.")] lease_token: String,
+        #[graphql(desc = "The new lease, counted from now (default 30, 1..3600).")]
         lease_seconds: Option<i32>,
     ) -> Result<DateTime> {
         check_text("leaseToken", Some(&lease_token))?;
@@ -214,9 +249,12 @@ impl Mutation {
     async fn complete_task(
         &self,
         ctx: &Context<'_>,
-        lease_token: String,
+        #[graphql(desc = "The token `claimTasks` returned for this claim.")] lease_token: String,
+        #[graphql(
+            desc = "The result: a JSON object (default `{}`), fired as the cascade's kwargs."
+        )]
         result: Option<Json>,
-        log_level: Option<i32>,
+        #[graphql(desc = "The log level recorded (default 20, INFO).")] log_level: Option<i32>,
     ) -> Result<TaskInstance> {
         check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "result", json(&result))?;
@@ -237,13 +275,20 @@ impl Mutation {
     async fn fail_task(
         &self,
         ctx: &Context<'_>,
-        lease_token: String,
+        #[graphql(desc = "The token `claimTasks` returned for this claim.")] lease_token: String,
+        #[graphql(desc = "What went wrong: recorded as `exceptionInfo` (message, traceback).")]
         error: String,
+        #[graphql(desc = "Recorded as `exceptionType` (e.g. the exception's class name).")]
         error_type: Option<String>,
-        context: Option<Json>,
-        log_level: Option<i32>,
+        #[graphql(desc = "A JSON object recorded as `exceptionContext`.")] context: Option<Json>,
+        #[graphql(desc = "The log level recorded (default 40, ERROR).")] log_level: Option<i32>,
+        #[graphql(
+            desc = "Ask for a retry: the instance is replayed as a clone, within the task's `maxRetries` (default false)."
+        )]
         retry: Option<bool>,
+        #[graphql(desc = "With `retry`, how long the clone waits before it can be claimed.")]
         cooldown_seconds: Option<i32>,
+        #[graphql(desc = "With `retry`, kwargs for the clone (replacing the instance's whole).")]
         replacement_kwargs: Option<Json>,
     ) -> Result<TaskInstance> {
         check_text("leaseToken", Some(&lease_token))?;
@@ -271,8 +316,10 @@ impl Mutation {
     async fn skip_task(
         &self,
         ctx: &Context<'_>,
-        lease_token: String,
-        metadata: Option<Json>,
+        #[graphql(desc = "The token `claimTasks` returned for this claim.")] lease_token: String,
+        #[graphql(desc = "A JSON object merged into the instance's metadata.")] metadata: Option<
+            Json,
+        >,
     ) -> Result<TaskInstance> {
         check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "metadata", json(&metadata))?;

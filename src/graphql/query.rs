@@ -12,10 +12,16 @@ use crate::engine::Error;
 /// Reads.
 pub struct Query;
 
+/// Reads: a session's state and history, and listings across sessions.
 #[Object]
 impl Query {
     /// A session's current state. A UID never used is an empty session (version 0).
-    async fn session(&self, ctx: &Context<'_>, uid: String) -> Result<Session> {
+    async fn session(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The session UID (any string of 1 to 512 bytes without NUL).")]
+        uid: String,
+    ) -> Result<Session> {
         let uid = parse_uid(&uid)?;
         let state = engine(ctx).session(uid.as_str()).await.gql()?;
         Ok(Session::new(state))
@@ -26,8 +32,8 @@ impl Query {
     async fn sessions(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
+        #[graphql(desc = "Page size: default 100, at most 1000.")] first: Option<i32>,
+        #[graphql(desc = "The last UID of the previous page (exclusive).")] after: Option<String>,
     ) -> Result<Vec<SessionSummary>> {
         let first = page_size(ctx, first)?;
         check_text("after", after.as_deref())?;
@@ -45,9 +51,13 @@ impl Query {
     async fn instances(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Only instances with one of these statuses (all when absent or empty).")]
         status: Option<Vec<InstanceStatus>>,
-        task: Option<String>,
-        first: Option<i32>,
+        #[graphql(desc = "Only instances of this task.")] task: Option<String>,
+        #[graphql(desc = "Page size: default 100, at most 1000.")] first: Option<i32>,
+        #[graphql(
+            desc = "The last instance of the previous page: `[\"<session>\", \"<instance>\"]` or `<session>/<instance>`."
+        )]
         after: Option<String>,
     ) -> Result<Vec<TaskInstance>> {
         let first = page_size(ctx, first)?;

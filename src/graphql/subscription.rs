@@ -27,6 +27,8 @@ const BATCH: u64 = 500;
 /// Live streams.
 pub struct Subscription;
 
+/// Live streams, over WebSocket on `/graphql` (`graphql-transport-ws` or
+/// `graphql-ws`).
 #[SubscriptionRoot]
 impl Subscription {
     /// The session's events with seq > `afterVersion` (default 0: the whole
@@ -34,7 +36,8 @@ impl Subscription {
     async fn session_events(
         &self,
         ctx: &Context<'_>,
-        session: String,
+        #[graphql(desc = "The session UID.")] session: String,
+        #[graphql(desc = "Send only events with a greater seq (default 0: the whole timeline).")]
         after_version: Option<i64>,
     ) -> Result<impl Stream<Item = Result<Event>>> {
         let uid = parse_uid(&session)?;

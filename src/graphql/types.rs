@@ -1,4 +1,4 @@
-//! The GraphQL object types of SPEC section 9, as thin views over engine values.
+//! The GraphQL object types (docs/graphql.md), as thin views over engine values.
 //!
 //! A [`Session`] holds one folded [`SessionState`] (the live one, or one folded up
 //! to a version for `asOf`), and every object reached from it reads that same
@@ -15,7 +15,7 @@ use super::{engine, page_size};
 use crate::domain::{self, Instance, SessionState};
 use crate::engine::Claim;
 
-/// Where an instance is in its life (SPEC section 7).
+/// Where an instance is in its life (docs/concepts.md, "Instances").
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[graphql(name = "InstanceStatus")]
 pub enum InstanceStatus {
@@ -125,7 +125,7 @@ impl Session {
     }
 
     /// One task, or null if it is not configured.
-    async fn task(&self, name: String) -> Option<TaskConfig> {
+    async fn task(&self, #[graphql(desc = "The task name.")] name: String) -> Option<TaskConfig> {
         self.task_view(&name)
     }
 
@@ -133,8 +133,9 @@ impl Session {
     /// one of the given statuses.
     async fn instances(
         &self,
+        #[graphql(desc = "Only instances with one of these statuses (all when absent or empty).")]
         status: Option<Vec<InstanceStatus>>,
-        task: Option<String>,
+        #[graphql(desc = "Only instances of this task.")] task: Option<String>,
     ) -> Vec<TaskInstance> {
         let statuses: Vec<domain::InstanceStatus> = status
             .unwrap_or_default()
@@ -152,7 +153,10 @@ impl Session {
     }
 
     /// One instance by name (`<task>#<n>`), or null.
-    async fn instance(&self, name: String) -> Option<TaskInstance> {
+    async fn instance(
+        &self,
+        #[graphql(desc = "The instance name (`<task>#<n>`).")] name: String,
+    ) -> Option<TaskInstance> {
         self.position(&name).map(|p| self.instance_view(p))
     }
 
@@ -185,8 +189,10 @@ impl Session {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        after: Option<i64>,
-        first: Option<i32>,
+        #[graphql(desc = "Only events with a greater seq (exclusive; default 0).")] after: Option<
+            i64,
+        >,
+        #[graphql(desc = "Page size: default 100, at most 1000.")] first: Option<i32>,
     ) -> Result<Vec<Event>> {
         let after = non_negative(after.unwrap_or(0), "after")?;
         let first = u64::from(page_size(ctx, first)?);
@@ -208,7 +214,12 @@ impl Session {
 
     /// The session as it was right after event `version` (0: before anything
     /// happened): exactly the fold of events 1..version.
-    async fn as_of(&self, ctx: &Context<'_>, version: i64) -> Result<Session> {
+    async fn as_of(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The seq of the last event to fold (0 to the session's version).")]
+        version: i64,
+    ) -> Result<Session> {
         let current = self.state.version();
         let version = non_negative(version, "version")?;
         if version > current {

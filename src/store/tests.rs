@@ -34,6 +34,7 @@ macro_rules! conformance {
         mod on_postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
                 async fn $name() {
                     let Some(store) = super::postgres_store(stringify!($name)).await else {
                         return;
@@ -1778,6 +1779,7 @@ async fn a_corrupt_sqlite_event_row_is_reported_with_its_session_and_seq() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 async fn a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq() {
     let test = "a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq";
     let Ok(url) = std::env::var(POSTGRES_URL_ENV) else {
@@ -1846,6 +1848,7 @@ async fn a_seq_taken_behind_the_sqlite_guards_back_is_still_a_conflict() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 async fn a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict() {
     let test = "a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict";
     let Ok(url) = std::env::var(POSTGRES_URL_ENV) else {

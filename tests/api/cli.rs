@@ -442,6 +442,28 @@ async fn errors_name_the_database_file_or_the_port_and_the_likely_cause() {
         "{stderr}"
     );
 
+    // a PostgreSQL server that does not answer is named (password hidden)
+    let nowhere = "postgres://app:s3cret@127.0.0.1:1/triggers";
+    let (success, _, stderr) = run(
+        dir,
+        &[
+            "serve",
+            "--database-url",
+            nowhere,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    assert!(!success);
+    assert!(
+        stderr.contains(
+            "cannot open the PostgreSQL database postgres://app:***@127.0.0.1:1/triggers"
+        ) && stderr.contains("is PostgreSQL running"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+
     // a port in use fails before the database is opened (or created)
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();

@@ -9,7 +9,9 @@ mod support;
 
 mod audit;
 mod cli;
+mod descriptions;
 mod diagnostics;
+mod docs;
 mod errors;
 mod fuzz;
 mod hostile;

@@ -1,5 +1,5 @@
 //! Writes: `configure`, `fire` (with idempotency keys), the manual changes of
-//! SPEC section 5, and the worker protocol.
+//! operators (docs/graphql.md), and the worker protocol.
 
 use serde_json::{json, Value};
 

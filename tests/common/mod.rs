@@ -6,7 +6,10 @@
 //! `name::postgres`. SQLite gets a fresh file in a temporary directory;
 //! PostgreSQL (only when `TRIGGERS_TEST_POSTGRES_URL` is set) gets a fresh
 //! schema, selected through the connection's `search_path`, dropped afterwards.
-//! Without the variable each postgres test says `SKIPPED: ...` on stderr.
+//! Without the variable each postgres test is compiled `#[ignore]`d (the build
+//! script sets the cfg `postgres_tests` when it is set), so `cargo test` lists
+//! it as ignored, with the reason; run with `--ignored` and no variable, it
+//! still says `SKIPPED: ...` on stderr.
 
 #![allow(dead_code)] // Each binary uses its own part of this module.
 
@@ -167,6 +170,7 @@ macro_rules! on_both_backends {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
             async fn postgres() {
                 $crate::common::run_postgres(
                     std::time::Duration::from_secs($seconds),
@@ -176,4 +180,18 @@ macro_rules! on_both_backends {
             }
         }
     )+};
+}
+
+/// The PostgreSQL half of the suite is compiled to run exactly when the
+/// variable is set: never reported as passed without running.
+#[test]
+fn postgres_tests_run_exactly_when_the_variable_is_set() {
+    let set = std::env::var(POSTGRES_ENV).is_ok_and(|url| !url.is_empty());
+    assert_eq!(
+        cfg!(postgres_tests),
+        set,
+        "{POSTGRES_ENV} is {} now but was {} when this test binary was built: rebuild it",
+        if set { "set" } else { "unset" },
+        if cfg!(postgres_tests) { "set" } else { "unset" },
+    );
 }

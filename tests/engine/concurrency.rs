@@ -1,4 +1,4 @@
-//! Racing writers (SPEC section 8): many fires at once through one engine, and two
+//! Racing writers (docs/events.md): many fires at once through one engine, and two
 //! engines (two "server processes") on one database. Every fire must be applied
 //! exactly once, seqs must stay gap-free, and andEvery must count exactly.
 
@@ -331,7 +331,7 @@ async fn a_reader_never_sees_an_outcome_without_what_it_caused(db: TestDb) {
     check_one_decision_one_commit(&st);
 }
 
-/// SPEC section 11: a finished instance is never seen without its cascade, a
+/// One decision, one commit: a finished instance is never seen without its cascade, a
 /// self-retry's failure never without its replay, a complete instance never
 /// unscheduled.
 fn check_one_decision_one_commit(st: &SessionState) {

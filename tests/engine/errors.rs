@@ -1,4 +1,4 @@
-//! Every refusal of SPEC sections 2, 5 and 11: the error variant, its
+//! Every refusal (docs/configuration.md, docs/graphql.md "Errors"): the error variant, its
 //! `extensions.code`, a message that names what was wrong, and, in every case,
 //! nothing written (the session's version and log are unchanged).
 

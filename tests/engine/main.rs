@@ -1,4 +1,4 @@
-//! The behavioural suite of the engine (SPEC sections 1-8 and 11), run through the
+//! The behavioural suite of the engine (docs/concepts.md, docs/configuration.md, docs/events.md), run through the
 //! library API on SQLite and, when `TRIGGERS_TEST_POSTGRES_URL` is set, on
 //! PostgreSQL.
 //!
@@ -9,11 +9,12 @@
 //! Each behaviour is an `async fn <sentence>(db: TestDb)`, listed in its module's
 //! `on_both_backends!`, which makes the two tests `<sentence>::sqlite` and
 //! `<sentence>::postgres` (so `cargo test --test engine sqlite` runs one backend).
-//! Without the variable, each postgres test says `SKIPPED: ...` on stderr and passes.
+//! Without the variable, each postgres test is reported as ignored (see
+//! `build.rs`), never as passed.
 //!
 //! # Layout
 //! - `support`: the per-backend test macro, databases, engines and small helpers.
-//! - `scenarios`: the catalogue: what a user sees for every rule of the spec.
+//! - `scenarios`: the catalogue: what a user sees for every documented rule.
 //! - `errors`: every refusal, its code, and that nothing was written.
 //! - `concurrency`: racing fires in one process and across two engines.
 //! - `properties`: random configurations and fire sequences against the log.

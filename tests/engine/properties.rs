@@ -250,6 +250,7 @@ fn the_log_always_explains_the_state_on_sqlite() {
 }
 
 #[test]
+#[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 fn the_log_always_explains_the_state_on_postgres() {
     if std::env::var(POSTGRES_ENV).map_or(true, |v| v.is_empty()) {
         skipped("engine::properties::the_log_always_explains_the_state_on_postgres");

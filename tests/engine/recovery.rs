@@ -1,4 +1,4 @@
-//! Work survives a crash (SPEC section 6): inline instances left scheduled or
+//! Work survives a crash (docs/operations.md, "Several servers"): inline instances left scheduled or
 //! running by a process that died are run by the next engine on the database.
 //! The in-memory cache is only an optimisation: dropping it, or reading through a
 //! second engine, changes nothing observable.

@@ -1,4 +1,4 @@
-//! The catalogue: every rule of SPEC sections 1-8 and 11 as a user sees it
+//! The catalogue: every rule of docs/concepts.md and docs/configuration.md as a user sees it
 //! (statuses, kwargs, results, metadata, event kinds and `causedBy`), each a
 //! given / when / then story on a database of its own, on both backends.
 

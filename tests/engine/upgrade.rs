@@ -1,5 +1,5 @@
-//! Upgrades: a log written by an older build keeps loading (SPEC section 8, STYLE
-//! "events are facts": upcast on read, never rewrite rows).
+//! Upgrades: a log written by an older build keeps loading (docs/events.md,
+//! "Payload formats": events are facts, upcast on read, rows never rewritten).
 //!
 //! `tests/fixtures/events-format-<n>.json` is a session's `events` rows exactly as
 //! a build writing payload format `<n>` stored them, and

@@ -23,6 +23,7 @@ const FIRE: &str = "mutation($s: String!, $key: String) { \
     fire(session: $s, trigger: \"page\", kwargs: {}, idempotencyKey: $key) { duplicate } }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 async fn postgres_going_away_under_load_acknowledges_nothing_it_did_not_apply() {
     common::run_postgres(Duration::from_secs(180), module_path!(), outage).await;
 }
@@ -113,6 +114,7 @@ async fn outage(db: TestDb) {
 const RESTART_ENV: &str = "TRIGGERS_TEST_PG_RESTART";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts PostgreSQL for real: set TRIGGERS_TEST_PG_RESTART and TRIGGERS_TEST_POSTGRES_URL, run with --ignored"]
 async fn postgres_restarted_for_real_under_load_acknowledges_nothing_it_did_not_apply() {
     let Ok(restart) = std::env::var(RESTART_ENV) else {
         eprintln!(

@@ -45,8 +45,11 @@ fn write_script(dir: &Path) -> PathBuf {
     path
 }
 
-/// Starts `triggers work` against `app` running the script.
+/// Starts `triggers work` against `app` running the script. Its log goes to
+/// `<name>.log` beside the script, out of the test output.
 fn start_worker(app: &TestApp, name: &str, script: &Path, extra: &[&str]) -> Child {
+    let log = std::fs::File::create(script.with_file_name(format!("{name}.log")))
+        .expect("create the worker's log file");
     Command::new(BIN)
         .arg("work")
         .args(["--server", &app.address, "--worker", name])
@@ -59,7 +62,7 @@ fn start_worker(app: &TestApp, name: &str, script: &Path, extra: &[&str]) -> Chi
         .env_remove("TRIGGERS_QUEUE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("start triggers work")

@@ -1,4 +1,4 @@
-//! Integration tests of external workers (SPEC section 9 "Workers"): the claim
+//! Integration tests of external workers (docs/graphql.md, "Workers"): the claim
 //! protocol over GraphQL against the real server, and the `triggers work`
 //! command running real scripts, on a fresh SQLite file and (when
 //! `TRIGGERS_TEST_POSTGRES_URL` is set) a fresh PostgreSQL schema per test.
@@ -9,4 +9,5 @@ mod common;
 mod support;
 
 mod command;
+mod fairness;
 mod protocol;

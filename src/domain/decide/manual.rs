@@ -1,4 +1,4 @@
-//! Operator commands of SPEC section 5 (skip, status, metadata, logs) and lease
+//! Operator commands (docs/graphql.md, "Mutations") (skip, status, metadata, logs) and lease
 //! expiry: changes made to an instance from outside its run.
 
 use serde_json::Value;
