@@ -17,6 +17,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Event, InstanceStatus};
 
+#[macro_use]
+mod shared;
 mod codec;
 mod group;
 mod location;

@@ -60,6 +60,39 @@ pub(super) enum Step {
     PutSnapshots,
 }
 
+/// A backend's SQL for each [`Step`], one row set parameter each; `lock` is
+/// `None` where the backend needs no row locks (SQLite's write transaction
+/// holds the database's write lock).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StepSql {
+    pub(super) lock: Option<&'static str>,
+    pub(super) checks: &'static str,
+    pub(super) stale: &'static str,
+    pub(super) instances: &'static str,
+    pub(super) put_sessions: &'static str,
+    pub(super) drop_instances: &'static str,
+    pub(super) drop_queue: &'static str,
+    pub(super) restore_queue: &'static str,
+    pub(super) put_snapshots: &'static str,
+}
+
+impl StepSql {
+    /// The SQL of `step`, if the backend has one.
+    pub(super) fn of(&self, step: Step) -> Option<&'static str> {
+        Some(match step {
+            Step::Lock => return self.lock,
+            Step::Checks => self.checks,
+            Step::Stale => self.stale,
+            Step::Instances => self.instances,
+            Step::PutSessions => self.put_sessions,
+            Step::DropInstances => self.drop_instances,
+            Step::DropQueue => self.drop_queue,
+            Step::RestoreQueue => self.restore_queue,
+            Step::PutSnapshots => self.put_snapshots,
+        })
+    }
+}
+
 /// The guards and writes of a group's standing decisions, each row set a JSON
 /// array (`None`: no rows).
 #[derive(Debug, Default)]

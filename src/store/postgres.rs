@@ -33,9 +33,6 @@ mod write;
 /// `lock_session`: the session's row lock, held until the transaction ends.
 const LOCK_SESSION: &str = "SELECT version FROM sessions WHERE uid = $1 FOR UPDATE";
 
-const EVENTS_BY_SEQ: &str = "SELECT seq, kind, format, data, caused_by, at FROM events \
-     WHERE session = $1 AND seq = ANY($2) ORDER BY seq";
-
 const SESSION_LOGS: &str = "SELECT session, seq, kind, format, data, caused_by, at FROM events \
      WHERE session = ANY($1) ORDER BY session, seq";
 
@@ -99,6 +96,12 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// A snapshot write waits for nothing: it is one upsert, and PostgreSQL
+    /// arbitrates its writers itself.
+    async fn snapshot_turn(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// One attempt at a group's write: one statement on its own (atomic, no
     /// `BEGIN`/`COMMIT`) when it is only guards and new rows, as every fire's
     /// decision is; a transaction when leases or stored queue rows are checked
@@ -117,25 +120,10 @@ impl PostgresStore {
                 Err(err) => Grouped::Failed(err),
             };
         }
-        let mut tx = match self.pool.begin_with(BEGIN_WRITE).await {
-            Ok(tx) => tx,
-            Err(err) => return Grouped::Failed(err.into()),
-        };
-        let outcomes = match plan::write_group(&mut PgExec(&mut tx), group).await {
-            Ok(outcomes) => outcomes,
-            Err(err) => return Grouped::Failed(err),
-        };
-        if plan::nothing_stands(&outcomes) {
-            // Dropping the transaction rolls it back.
-            plan::count_statements(2);
-            return Grouped::Written {
-                outcomes,
-                commit: Ok(()),
-            };
+        match self.pool.begin_with(BEGIN_WRITE).await {
+            Ok(tx) => write_group_in!(tx, PgExec, group),
+            Err(err) => Grouped::Failed(err.into()),
         }
-        plan::count_statements(2);
-        let commit = tx.commit().await.map_err(Into::into);
-        Grouped::Written { outcomes, commit }
     }
 }
 
@@ -160,6 +148,16 @@ impl GroupStore for PostgresStore {
     }
 }
 
+/// A timestamp as PostgreSQL binds it (`timestamptz`).
+fn at(at: DateTime<Utc>) -> DateTime<Utc> {
+    at
+}
+
+/// A row limit: NULL is none.
+fn limit(limit: Option<u64>) -> Option<i64> {
+    limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
 /// A deadlock victim or a serialisation failure: the whole transaction was
 /// rolled back, so writing it again is safe.
 fn is_rolled_back(err: &StoreError) -> bool {
@@ -171,23 +169,9 @@ fn is_rolled_back(err: &StoreError) -> bool {
     }
 }
 
-#[async_trait]
-impl Store for PostgresStore {
+impl_store!(PostgresStore, Postgres {
     fn backend(&self) -> &'static str {
         "postgres"
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query(PING).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
-        // Encode everything before queueing for the writer.
-        let Some(decision) = Decision::encode(commit)? else {
-            return Ok(());
-        };
-        self.writer.commit(self, decision, self.timeout).await
     }
 
     async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
@@ -202,166 +186,6 @@ impl Store for PostgresStore {
             session: session.to_owned(),
             tx,
         }))
-    }
-
-    async fn version(&self, session: &str) -> StoreResult<u64> {
-        let version: Option<i64> = sqlx::query_scalar(SESSION_VERSION)
-            .bind(session)
-            .fetch_optional(&self.pool)
-            .await?;
-        version.map_or(Ok(0), |v| to_u64(v, "session version"))
-    }
-
-    async fn events(
-        &self,
-        session: &str,
-        after: u64,
-        limit: Option<u64>,
-    ) -> StoreResult<Vec<Event>> {
-        let limit = limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-        let rows = sqlx::query(EVENTS_AFTER)
-            .bind(session)
-            .bind(to_i64(after)?)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| decode_event(session, row)).collect()
-    }
-
-    async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>> {
-        if seqs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let seqs = seqs
-            .iter()
-            .map(|&seq| to_i64(seq))
-            .collect::<StoreResult<BTreeSet<_>>>()?
-            .into_iter()
-            .collect::<Vec<_>>();
-        let rows = sqlx::query(EVENTS_BY_SEQ)
-            .bind(session)
-            .bind(seqs)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| decode_event(session, row)).collect()
-    }
-
-    async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>> {
-        let rows = sqlx::query(INSTANCE_EVENTS)
-            .bind(session)
-            .bind(instance)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| decode_event(session, row)).collect()
-    }
-
-    async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>> {
-        let Some(row) = sqlx::query(SNAPSHOT)
-            .bind(session)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let version = to_u64(row.try_get("version")?, "snapshot version")?;
-        let state: String = row.try_get("state")?;
-        Ok(Some(StoredSnapshot { version, state }))
-    }
-
-    async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
-        sqlx::query(SAVE_SNAPSHOT)
-            .bind(session)
-            .bind(to_i64(snapshot.version)?)
-            .bind(&snapshot.state)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>> {
-        let rows = sqlx::query(SESSIONS)
-            .bind(after.unwrap_or(""))
-            .bind(i64::from(first))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| -> StoreResult<SessionSummary> {
-                Ok(SessionSummary {
-                    uid: row.try_get("uid")?,
-                    version: to_u64(row.try_get("version")?, "session version")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>> {
-        let mut select = QueryBuilder::<Postgres>::new(INSTANCES);
-        if let Some((session, name)) = after {
-            select
-                .push(INSTANCES_AFTER)
-                .push_bind(session)
-                .push(INSTANCES_AFTER_NAME)
-                .push_bind(name)
-                .push(")");
-        }
-        if !statuses.is_empty() {
-            let statuses: Vec<&str> = statuses.iter().map(|status| status.as_str()).collect();
-            select
-                .push(" AND status = ANY(")
-                .push_bind(statuses)
-                .push(")");
-        }
-        if let Some(task) = task {
-            select.push(" AND task = ").push_bind(task);
-        }
-        select.push(INSTANCES_END).push_bind(i64::from(first));
-        let rows = select.build().fetch_all(&self.pool).await?;
-        rows.iter().map(decode_instance).collect()
-    }
-
-    async fn claimable(
-        &self,
-        queue: &str,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<QueueEntry>> {
-        let rows = sqlx::query(CLAIMABLE)
-            .bind(queue)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_queue_entry).collect()
-    }
-
-    async fn lease(&self, token: &str) -> StoreResult<Option<QueueEntry>> {
-        let row = sqlx::query(LEASED)
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(decode_queue_entry).transpose()
-    }
-
-    async fn expired_leases(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<QueueEntry>> {
-        let rows = sqlx::query(EXPIRED_LEASES)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_queue_entry).collect()
-    }
-
-    async fn session_uids(&self) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(SESSION_UIDS)
-            .fetch_all(&self.pool)
-            .await?)
     }
 
     async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
@@ -383,7 +207,7 @@ impl Store for PostgresStore {
         plan::count_statements(2);
         Ok(())
     }
-}
+});
 
 /// A transaction holding a session's row lock (`SELECT ... FOR UPDATE`).
 struct LockedPg {
@@ -391,65 +215,12 @@ struct LockedPg {
     tx: sqlx::Transaction<'static, Postgres>,
 }
 
-#[async_trait]
-impl LockedSession for LockedPg {
-    async fn events_after(&mut self, after: u64) -> StoreResult<Vec<Event>> {
-        let rows = sqlx::query(EVENTS_AFTER)
-            .bind(&self.session)
-            .bind(to_i64(after)?)
-            .bind(None::<i64>)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter()
-            .map(|row| decode_event(&self.session, row))
-            .collect()
-    }
-
-    async fn commit(mut self: Box<Self>, commit: Commit<'_>) -> StoreResult<()> {
-        debug_assert_eq!(commit.session, self.session);
-        let Some(decision) = Decision::encode(commit)? else {
-            return Ok(());
-        };
-        let mut outcomes = plan::write_group(&mut PgExec(&mut self.tx), &[&decision]).await?;
-        // Refused: dropping the transaction rolls it back.
-        outcomes.pop().expect("one outcome")?;
-        self.tx.commit().await?;
-        plan::count_statements(2);
-        Ok(())
-    }
-}
+impl_locked_session!(LockedPg, PgExec);
 
 /// The write plan's statements on one connection.
 struct PgExec<'c>(&'c mut PgConnection);
 
-#[async_trait]
-impl Exec for PgExec<'_> {
-    async fn ints(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<i64>>> {
-        plan::count_statements(1);
-        let ints = sqlx::query_scalar(write::sql(step))
-            .bind(rows)
-            .fetch_all(&mut *self.0)
-            .await?;
-        Ok(Some(ints))
-    }
-
-    async fn texts(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<String>>> {
-        plan::count_statements(1);
-        let texts = sqlx::query_scalar(write::sql(step))
-            .bind(rows)
-            .fetch_all(&mut *self.0)
-            .await?;
-        Ok(Some(texts))
-    }
-
-    async fn run(&mut self, step: Step, rows: String) -> StoreResult<()> {
-        plan::count_statements(1);
-        sqlx::query(write::sql(step))
-            .bind(rows)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(())
-    }
+impl_exec!(PgExec {
     async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>> {
         let rows = |rows: &Option<String>| rows.as_deref().unwrap_or("[]").to_owned();
         plan::count_statements(1);
@@ -465,7 +236,7 @@ impl Exec for PgExec<'_> {
             .fetch_all(&mut *self.0)
             .await?)
     }
-}
+});
 
 impl Columns for PgRow {
     super::codec::plain_columns!();

@@ -56,3 +56,11 @@ pub(super) const EXPIRED_LEASES: &str =
      lease_token, lease_expires_at FROM queue \
      WHERE lease_token IS NOT NULL AND lease_expires_at <= $1 \
      ORDER BY lease_expires_at, session, instance LIMIT $2";
+
+/// Followed by `(?, ?, ..)` of at most [`IN_CHUNK`] seqs and [`EVENTS_BY_SEQ_END`].
+pub(super) const EVENTS_BY_SEQ: &str =
+    "SELECT seq, kind, format, data, caused_by, at FROM events WHERE session = ";
+pub(super) const EVENTS_BY_SEQ_END: &str = " ORDER BY seq";
+
+/// Bound parameters per `IN (..)` list.
+pub(super) const IN_CHUNK: usize = 1000;

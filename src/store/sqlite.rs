@@ -46,11 +46,6 @@ use super::sql::*;
 /// Opens every write transaction, taking the write lock at once.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
-/// Followed by `(?, ?, ..)` and [`EVENTS_BY_SEQ_END`].
-const EVENTS_BY_SEQ: &str =
-    "SELECT seq, kind, format, data, caused_by, at FROM events WHERE session = ";
-const EVENTS_BY_SEQ_END: &str = " ORDER BY seq";
-
 /// `session_logs`: the sessions are a JSON array in `$1`. Each log comes back as
 /// one row holding a JSON array of `[seq, kind, format, data, caused_by, at]`:
 /// rows cross from sqlx's SQLite thread one at a time, so a row per event
@@ -61,9 +56,6 @@ const SESSION_LOGS: &str = "SELECT session, '[' || group_concat('[' || seq || ',
      json_quote(kind) || ',' || format || ',' || data || ',' || ifnull(caused_by, 'null') || \
      ',' || json_quote(at) || ']', ',' ORDER BY seq) || ']' AS log \
      FROM events WHERE session IN (SELECT value FROM json_each($1)) GROUP BY session";
-
-/// Bound parameters per `IN (..)` list.
-const IN_CHUNK: usize = 1000;
 
 /// Connections per file database (one writer at a time; readers in parallel).
 const POOL_SIZE: u32 = 8;
@@ -82,7 +74,7 @@ pub struct SqliteStore {
     writer: Arc<Writer>,
     /// How long a writer waits, first for this process's other writers, then
     /// for SQLite's write lock (another process); then it fails as busy.
-    busy_timeout: Duration,
+    timeout: Duration,
 }
 
 impl SqliteStore {
@@ -127,7 +119,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Arc::new(Writer::new(options.max_group)),
-            busy_timeout: options.busy_timeout,
+            timeout: options.busy_timeout,
         })
     }
 
@@ -142,9 +134,14 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A snapshot write waits for this process's writers like any write.
+    async fn snapshot_turn(&self) -> StoreResult<tokio::sync::OwnedMutexGuard<()>> {
+        self.write_turn().await
+    }
+
     /// Waits for this process's earlier writers, at most the busy timeout.
     async fn write_turn(&self) -> StoreResult<tokio::sync::OwnedMutexGuard<()>> {
-        self.writer.turn(self.busy_timeout).await
+        self.writer.turn(self.timeout).await
     }
 }
 
@@ -157,23 +154,19 @@ fn is_in_memory(url: &str) -> bool {
     database == ":memory:" || params.split('&').any(|param| param == "mode=memory")
 }
 
-#[async_trait]
-impl Store for SqliteStore {
+/// A timestamp as SQLite stores it: fixed-width text, so `<=` compares instants.
+fn at(at: DateTime<Utc>) -> String {
+    timestamp(at)
+}
+
+/// A row limit: SQLite reads a negative one as none.
+fn limit(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl_store!(SqliteStore, Sqlite {
     fn backend(&self) -> &'static str {
         "sqlite"
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query(PING).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
-        // Encode everything before queueing for the writer.
-        let Some(decision) = Decision::encode(commit)? else {
-            return Ok(());
-        };
-        self.writer.commit(self, decision, self.busy_timeout).await
     }
 
     async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
@@ -185,174 +178,6 @@ impl Store for SqliteStore {
             tx,
             _writer: writer,
         }))
-    }
-
-    async fn version(&self, session: &str) -> StoreResult<u64> {
-        let version: Option<i64> = sqlx::query_scalar(SESSION_VERSION)
-            .bind(session)
-            .fetch_optional(&self.pool)
-            .await?;
-        version.map_or(Ok(0), |v| to_u64(v, "session version"))
-    }
-
-    async fn events(
-        &self,
-        session: &str,
-        after: u64,
-        limit: Option<u64>,
-    ) -> StoreResult<Vec<Event>> {
-        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        let rows = sqlx::query(EVENTS_AFTER)
-            .bind(session)
-            .bind(to_i64(after)?)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| decode_event(session, row)).collect()
-    }
-
-    async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>> {
-        let seqs = seqs
-            .iter()
-            .map(|&seq| to_i64(seq))
-            .collect::<StoreResult<BTreeSet<_>>>()?
-            .into_iter()
-            .collect::<Vec<_>>();
-        let mut events = Vec::with_capacity(seqs.len());
-        // Chunks of an ascending list, each read in order: the whole is in order.
-        for chunk in seqs.chunks(IN_CHUNK) {
-            let mut select = QueryBuilder::<Sqlite>::new(EVENTS_BY_SEQ);
-            select.push_bind(session).push(" AND seq IN (");
-            let mut list = select.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
-            select.push(")").push(EVENTS_BY_SEQ_END);
-            for row in select.build().fetch_all(&self.pool).await? {
-                events.push(decode_event(session, &row)?);
-            }
-        }
-        Ok(events)
-    }
-
-    async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>> {
-        let rows = sqlx::query(INSTANCE_EVENTS)
-            .bind(session)
-            .bind(instance)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| decode_event(session, row)).collect()
-    }
-
-    async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>> {
-        let Some(row) = sqlx::query(SNAPSHOT)
-            .bind(session)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let version = to_u64(row.try_get("version")?, "snapshot version")?;
-        let state: String = row.try_get("state")?;
-        Ok(Some(StoredSnapshot { version, state }))
-    }
-
-    async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
-        let _writer = self.write_turn().await?;
-        sqlx::query(SAVE_SNAPSHOT)
-            .bind(session)
-            .bind(to_i64(snapshot.version)?)
-            .bind(&snapshot.state)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>> {
-        let rows = sqlx::query(SESSIONS)
-            .bind(after.unwrap_or(""))
-            .bind(i64::from(first))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| -> StoreResult<SessionSummary> {
-                Ok(SessionSummary {
-                    uid: row.try_get("uid")?,
-                    version: to_u64(row.try_get("version")?, "session version")?,
-                    updated_at: parse_timestamp(&row.try_get::<String, _>("updated_at")?)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>> {
-        let mut select = QueryBuilder::<Sqlite>::new(INSTANCES);
-        if let Some((session, name)) = after {
-            select
-                .push(INSTANCES_AFTER)
-                .push_bind(session)
-                .push(INSTANCES_AFTER_NAME)
-                .push_bind(name)
-                .push(")");
-        }
-        if !statuses.is_empty() {
-            select.push(" AND status IN (");
-            let mut list = select.separated(", ");
-            for status in statuses {
-                list.push_bind(status.as_str());
-            }
-            select.push(")");
-        }
-        if let Some(task) = task {
-            select.push(" AND task = ").push_bind(task);
-        }
-        select.push(INSTANCES_END).push_bind(i64::from(first));
-        let rows = select.build().fetch_all(&self.pool).await?;
-        rows.iter().map(decode_instance).collect()
-    }
-
-    async fn claimable(
-        &self,
-        queue: &str,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<QueueEntry>> {
-        let rows = sqlx::query(CLAIMABLE)
-            .bind(queue)
-            .bind(timestamp(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_queue_entry).collect()
-    }
-
-    async fn lease(&self, token: &str) -> StoreResult<Option<QueueEntry>> {
-        let row = sqlx::query(LEASED)
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(decode_queue_entry).transpose()
-    }
-
-    async fn expired_leases(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<QueueEntry>> {
-        let rows = sqlx::query(EXPIRED_LEASES)
-            .bind(timestamp(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_queue_entry).collect()
-    }
-
-    async fn session_uids(&self) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(SESSION_UIDS)
-            .fetch_all(&self.pool)
-            .await?)
     }
 
     async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
@@ -393,71 +218,22 @@ impl Store for SqliteStore {
         plan::count_statements(2);
         Ok(())
     }
-}
+});
 
 #[async_trait]
 impl GroupStore for SqliteStore {
     async fn commit_group(&self, group: &[&Decision]) -> Grouped {
-        let mut tx = match self.pool.begin_with(BEGIN_WRITE).await {
-            Ok(tx) => tx,
-            Err(err) => return Grouped::Failed(err.into()),
-        };
-        let outcomes = match plan::write_group(&mut SqliteExec(&mut tx), group).await {
-            Ok(outcomes) => outcomes,
-            // Dropping the transaction rolls it back.
-            Err(err) => return Grouped::Failed(err),
-        };
-        if plan::nothing_stands(&outcomes) {
-            // Dropping the transaction rolls it back.
-            plan::count_statements(2);
-            return Grouped::Written {
-                outcomes,
-                commit: Ok(()),
-            };
+        match self.pool.begin_with(BEGIN_WRITE).await {
+            Ok(tx) => write_group_in!(tx, SqliteExec, group),
+            Err(err) => Grouped::Failed(err.into()),
         }
-        plan::count_statements(2);
-        let commit = tx.commit().await.map_err(Into::into);
-        Grouped::Written { outcomes, commit }
     }
 }
 
 /// The write plan's statements on one connection.
 struct SqliteExec<'c>(&'c mut SqliteConnection);
 
-#[async_trait]
-impl Exec for SqliteExec<'_> {
-    async fn ints(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<i64>>> {
-        let Some(sql) = write::sql(step) else {
-            return Ok(None);
-        };
-        plan::count_statements(1);
-        let ints = sqlx::query_scalar(sql)
-            .bind(rows)
-            .fetch_all(&mut *self.0)
-            .await?;
-        Ok(Some(ints))
-    }
-
-    async fn texts(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<String>>> {
-        let Some(sql) = write::sql(step) else {
-            return Ok(None);
-        };
-        plan::count_statements(1);
-        let texts = sqlx::query_scalar(sql)
-            .bind(rows)
-            .fetch_all(&mut *self.0)
-            .await?;
-        Ok(Some(texts))
-    }
-
-    async fn run(&mut self, step: Step, rows: String) -> StoreResult<()> {
-        if let Some(sql) = write::sql(step) {
-            plan::count_statements(1);
-            sqlx::query(sql).bind(rows).execute(&mut *self.0).await?;
-        }
-        Ok(())
-    }
-
+impl_exec!(SqliteExec {
     /// The guards (one statement each, for first and later commits), then
     /// every write in one hop.
     async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>> {
@@ -493,7 +269,7 @@ impl Exec for SqliteExec<'_> {
             .await?;
         Ok(passed)
     }
-}
+});
 
 /// A write transaction (`BEGIN IMMEDIATE`: the database's write lock) with this
 /// process's writer turn.
@@ -503,33 +279,7 @@ struct LockedSqlite {
     _writer: tokio::sync::OwnedMutexGuard<()>,
 }
 
-#[async_trait]
-impl LockedSession for LockedSqlite {
-    async fn events_after(&mut self, after: u64) -> StoreResult<Vec<Event>> {
-        let rows = sqlx::query(EVENTS_AFTER)
-            .bind(&self.session)
-            .bind(to_i64(after)?)
-            .bind(-1_i64)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter()
-            .map(|row| decode_event(&self.session, row))
-            .collect()
-    }
-
-    async fn commit(mut self: Box<Self>, commit: Commit<'_>) -> StoreResult<()> {
-        debug_assert_eq!(commit.session, self.session);
-        let Some(decision) = Decision::encode(commit)? else {
-            return Ok(());
-        };
-        let mut outcomes = plan::write_group(&mut SqliteExec(&mut self.tx), &[&decision]).await?;
-        // Refused: dropping the transaction rolls it back.
-        outcomes.pop().expect("one outcome")?;
-        self.tx.commit().await?;
-        plan::count_statements(2);
-        Ok(())
-    }
-}
+impl_locked_session!(LockedSqlite, SqliteExec);
 
 impl Columns for SqliteRow {
     super::codec::plain_columns!();

@@ -10,22 +10,10 @@
 //! rather than changing them before this transaction commits, and two
 //! servers' groups cannot deadlock.
 
-use super::super::plan::Step;
+use super::super::plan::StepSql;
 
-/// The SQL of `step`.
-pub(super) fn sql(step: Step) -> &'static str {
-    match step {
-        Step::Lock => LOCK,
-        Step::Checks => CHECKS,
-        Step::Stale => STALE,
-        Step::Instances => INSTANCES,
-        Step::PutSessions => PUT_SESSIONS,
-        Step::DropInstances => DROP_INSTANCES,
-        Step::DropQueue => DROP_QUEUE,
-        Step::RestoreQueue => RESTORE_QUEUE,
-        Step::PutSnapshots => PUT_SNAPSHOTS,
-    }
-}
+/// The SQL of each step of the write plan.
+pub(super) const STEPS: StepSql = step_sql!(Some(LOCK));
 
 /// How an instance row is updated: only when it would change.
 macro_rules! instance_update {

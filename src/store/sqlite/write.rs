@@ -5,22 +5,10 @@
 //! them compares instants. SQLite needs no row locks (the write transaction
 //! holds the database's write lock), so there is no `Lock` step.
 
-use super::super::plan::Step;
+use super::super::plan::StepSql;
 
-/// The SQL of `step`, if SQLite has one.
-pub(super) fn sql(step: Step) -> Option<&'static str> {
-    Some(match step {
-        Step::Lock => return None,
-        Step::Checks => CHECKS,
-        Step::Stale => STALE,
-        Step::Instances => INSTANCES,
-        Step::PutSessions => PUT_SESSIONS,
-        Step::DropInstances => DROP_INSTANCES,
-        Step::DropQueue => DROP_QUEUE,
-        Step::RestoreQueue => RESTORE_QUEUE,
-        Step::PutSnapshots => PUT_SNAPSHOTS,
-    })
-}
+/// The SQL of each step of the write plan.
+pub(super) const STEPS: StepSql = step_sql!(None);
 
 /// How an instance row is updated: only when it would change.
 macro_rules! instance_update {

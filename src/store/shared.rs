@@ -1,0 +1,331 @@
+//! The Rust both backends run alike, written once as macros that each backend
+//! expands inside its own `impl` blocks: the reads whose SQL is shared
+//! ([`super::sql`]), the write plan's statements on a connection, and a locked
+//! session's read and commit. Only the sqlx types differ between the two
+//! expansions (`SqlitePool` or `PgPool`, their rows and connections), which
+//! generic code over `sqlx::Database` would have to spell out as a dozen
+//! trait bounds per function.
+//!
+//! Each backend module provides what the macros call by name:
+//! - `at(DateTime<Utc>)`: a timestamp as the backend binds it;
+//! - `limit(Option<u64>)`: a row limit (none is `-1` on SQLite, NULL on PostgreSQL);
+//! - `write::STEPS`: its SQL for each step of the write plan;
+//! - on the store, `snapshot_turn()`: what a snapshot write waits for first.
+
+/// The SQL of each [`Step`](super::plan::Step) from the constants of the
+/// module it is expanded in, with `lock` (`None` where the backend needs none).
+macro_rules! step_sql {
+    ($lock:expr) => {
+        StepSql {
+            lock: $lock,
+            checks: CHECKS,
+            stale: STALE,
+            instances: INSTANCES,
+            put_sessions: PUT_SESSIONS,
+            drop_instances: DROP_INSTANCES,
+            drop_queue: DROP_QUEUE,
+            restore_queue: RESTORE_QUEUE,
+            put_snapshots: PUT_SNAPSHOTS,
+        }
+    };
+}
+
+/// `impl Store for $store`: the backend's own methods, then those whose SQL
+/// and decoding both backends share, on `self.pool`.
+macro_rules! impl_store {
+    ($store:ty, $db:ty { $($own:tt)* }) => {
+    #[async_trait]
+    impl Store for $store {
+        $($own)*
+
+        async fn ping(&self) -> StoreResult<()> {
+            sqlx::query(PING).execute(&self.pool).await?;
+            Ok(())
+        }
+
+        async fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+            // Encode everything before queueing for the writer.
+            let Some(decision) = Decision::encode(commit)? else {
+                return Ok(());
+            };
+            self.writer.commit(self, decision, self.timeout).await
+        }
+
+        async fn version(&self, session: &str) -> StoreResult<u64> {
+            let version: Option<i64> = sqlx::query_scalar(SESSION_VERSION)
+                .bind(session)
+                .fetch_optional(&self.pool)
+                .await?;
+            version.map_or(Ok(0), |v| to_u64(v, "session version"))
+        }
+
+        async fn events(
+            &self,
+            session: &str,
+            after: u64,
+            limit: Option<u64>,
+        ) -> StoreResult<Vec<Event>> {
+            let rows = sqlx::query(EVENTS_AFTER)
+                .bind(session)
+                .bind(to_i64(after)?)
+                .bind(self::limit(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(|row| decode_event(session, row)).collect()
+        }
+
+        async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>> {
+            let seqs = seqs
+                .iter()
+                .map(|&seq| to_i64(seq))
+                .collect::<StoreResult<BTreeSet<_>>>()?
+                .into_iter()
+                .collect::<Vec<_>>();
+            let mut events = Vec::with_capacity(seqs.len());
+            // Chunks of an ascending list, each read in order: the whole is in order.
+            for chunk in seqs.chunks(IN_CHUNK) {
+                let mut select = QueryBuilder::<$db>::new(EVENTS_BY_SEQ);
+                select.push_bind(session).push(" AND seq IN (");
+                let mut list = select.separated(", ");
+                for seq in chunk {
+                    list.push_bind(*seq);
+                }
+                select.push(")").push(EVENTS_BY_SEQ_END);
+                for row in select.build().fetch_all(&self.pool).await? {
+                    events.push(decode_event(session, &row)?);
+                }
+            }
+            Ok(events)
+        }
+
+        async fn instances(
+            &self,
+            statuses: &[InstanceStatus],
+            task: Option<&str>,
+            first: u32,
+            after: Option<(&str, &str)>,
+        ) -> StoreResult<Vec<InstanceRow>> {
+            let mut select = QueryBuilder::<$db>::new(INSTANCES);
+            if let Some((session, name)) = after {
+                select
+                    .push(INSTANCES_AFTER)
+                    .push_bind(session)
+                    .push(INSTANCES_AFTER_NAME)
+                    .push_bind(name)
+                    .push(")");
+            }
+            if !statuses.is_empty() {
+                select.push(" AND status IN (");
+                let mut list = select.separated(", ");
+                for status in statuses {
+                    list.push_bind(status.as_str());
+                }
+                select.push(")");
+            }
+            if let Some(task) = task {
+                select.push(" AND task = ").push_bind(task);
+            }
+            select.push(INSTANCES_END).push_bind(i64::from(first));
+            let rows = select.build().fetch_all(&self.pool).await?;
+            rows.iter().map(decode_instance).collect()
+        }
+
+        async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>> {
+            let rows = sqlx::query(INSTANCE_EVENTS)
+                .bind(session)
+                .bind(instance)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(|row| decode_event(session, row)).collect()
+        }
+
+        async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>> {
+            let Some(row) = sqlx::query(SNAPSHOT)
+                .bind(session)
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let version = to_u64(row.int("version")?, "snapshot version")?;
+            let state = row.text("state")?.to_owned();
+            Ok(Some(StoredSnapshot { version, state }))
+        }
+
+        async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
+            let _turn = self.snapshot_turn().await?;
+            sqlx::query(SAVE_SNAPSHOT)
+                .bind(session)
+                .bind(to_i64(snapshot.version)?)
+                .bind(&snapshot.state)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn sessions(
+            &self,
+            first: u32,
+            after: Option<&str>,
+        ) -> StoreResult<Vec<SessionSummary>> {
+            let rows = sqlx::query(SESSIONS)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(first))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| -> StoreResult<SessionSummary> {
+                    Ok(SessionSummary {
+                        uid: row.text("uid")?.to_owned(),
+                        version: to_u64(row.int("version")?, "session version")?,
+                        updated_at: row.timestamp("updated_at")?,
+                    })
+                })
+                .collect()
+        }
+
+        async fn claimable(
+            &self,
+            queue: &str,
+            now: DateTime<Utc>,
+            limit: u32,
+        ) -> StoreResult<Vec<QueueEntry>> {
+            let rows = sqlx::query(CLAIMABLE)
+                .bind(queue)
+                .bind(at(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(decode_queue_entry).collect()
+        }
+
+        async fn lease(&self, token: &str) -> StoreResult<Option<QueueEntry>> {
+            let row = sqlx::query(LEASED)
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(decode_queue_entry).transpose()
+        }
+
+        async fn expired_leases(
+            &self,
+            now: DateTime<Utc>,
+            limit: u32,
+        ) -> StoreResult<Vec<QueueEntry>> {
+            let rows = sqlx::query(EXPIRED_LEASES)
+                .bind(at(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(decode_queue_entry).collect()
+        }
+
+        async fn session_uids(&self) -> StoreResult<Vec<String>> {
+            Ok(sqlx::query_scalar(SESSION_UIDS)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+    }
+    };
+}
+
+/// `impl Exec for $exec`: the backend's own methods, then the single-statement
+/// steps on the connection in `self.0`, with the SQL of `write::STEPS` (a step the backend has no SQL for
+/// answers `None` and sends nothing).
+macro_rules! impl_exec {
+    ($exec:ident { $($own:tt)* }) => {
+    #[async_trait]
+    impl Exec for $exec<'_> {
+        $($own)*
+
+        async fn ints(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<i64>>> {
+            let Some(sql) = write::STEPS.of(step) else {
+                return Ok(None);
+            };
+            plan::count_statements(1);
+            let ints = sqlx::query_scalar(sql)
+                .bind(rows)
+                .fetch_all(&mut *self.0)
+                .await?;
+            Ok(Some(ints))
+        }
+
+        async fn texts(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<String>>> {
+            let Some(sql) = write::STEPS.of(step) else {
+                return Ok(None);
+            };
+            plan::count_statements(1);
+            let texts = sqlx::query_scalar(sql)
+                .bind(rows)
+                .fetch_all(&mut *self.0)
+                .await?;
+            Ok(Some(texts))
+        }
+
+        async fn run(&mut self, step: Step, rows: String) -> StoreResult<()> {
+            if let Some(sql) = write::STEPS.of(step) {
+                plan::count_statements(1);
+                sqlx::query(sql).bind(rows).execute(&mut *self.0).await?;
+            }
+            Ok(())
+        }
+    }
+    };
+}
+
+/// `impl LockedSession for $locked`, a transaction in `self.tx` for
+/// `self.session`, its plan statements through `$exec`.
+macro_rules! impl_locked_session {
+    ($locked:ty, $exec:ident) => {
+        #[async_trait]
+        impl LockedSession for $locked {
+            async fn events_after(&mut self, after: u64) -> StoreResult<Vec<Event>> {
+                let rows = sqlx::query(EVENTS_AFTER)
+                    .bind(&self.session)
+                    .bind(to_i64(after)?)
+                    .bind(self::limit(None))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter()
+                    .map(|row| decode_event(&self.session, row))
+                    .collect()
+            }
+
+            async fn commit(mut self: Box<Self>, commit: Commit<'_>) -> StoreResult<()> {
+                debug_assert_eq!(commit.session, self.session);
+                let Some(decision) = Decision::encode(commit)? else {
+                    return Ok(());
+                };
+                let mut outcomes =
+                    plan::write_group(&mut $exec(&mut self.tx), &[&decision]).await?;
+                // Refused: dropping the transaction rolls it back.
+                outcomes.pop().expect("one outcome")?;
+                self.tx.commit().await?;
+                plan::count_statements(2);
+                Ok(())
+            }
+        }
+    };
+}
+
+/// Writes a group in the open transaction `$tx` through `$exec` and commits it,
+/// unless no decision of the group stands (then dropping `$tx` rolls it back).
+/// Evaluates to a [`Grouped`](super::group::Grouped).
+macro_rules! write_group_in {
+    ($tx:ident, $exec:ident, $group:expr) => {{
+        let mut $tx = $tx;
+        match plan::write_group(&mut $exec(&mut $tx), $group).await {
+            // Dropping the transaction rolls it back.
+            Err(err) => Grouped::Failed(err),
+            Ok(outcomes) => {
+                plan::count_statements(2);
+                let commit = if plan::nothing_stands(&outcomes) {
+                    Ok(())
+                } else {
+                    $tx.commit().await.map_err(Into::into)
+                };
+                Grouped::Written { outcomes, commit }
+            }
+        }
+    }};
+}
