@@ -3,6 +3,7 @@
 //! - [`graphql`]: `POST /graphql` (queries and mutations), `GET /graphql`
 //!   (GraphiQL, or a WebSocket upgrade for subscriptions).
 //! - [`health`]: `GET /health`, which pings the database.
+//! - [`metrics`]: `GET /metrics` (Prometheus), and the count of requests by status.
 //! - [`auth`]: the optional bearer token.
 //! - [`error`]: refusals at the HTTP edge, shaped as GraphQL errors.
 //!
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod metrics;
 
 use std::future::Future;
 use std::io;
@@ -79,12 +81,38 @@ pub fn router(engine: Engine, config: &ServerConfig, stopping: Stopping) -> Rout
     Router::new()
         .merge(graphql::router(graphql::GraphqlState {
             schema,
-            auth,
+            auth: auth.clone(),
             max_body_bytes: config.max_body_bytes,
             stopping,
         }))
-        .merge(health::router(engine))
-        .layer(TraceLayer::new_for_http())
+        .merge(health::router(engine.clone()))
+        .merge(metrics::router(engine.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            engine,
+            metrics::count_requests,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// Each request's span: a request id (the caller's `x-request-id` when it sends
+/// one, else a fresh one), so that every log line of a request can be found
+/// together (in the JSON log format too).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(
+            || uuid::Uuid::new_v4().simple().to_string(),
+            str::to_owned,
+        );
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting,

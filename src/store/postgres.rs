@@ -28,6 +28,7 @@ use super::{
 };
 use crate::domain::{Event, InstanceStatus};
 
+mod admin;
 mod write;
 
 /// `lock_session`: the session's row lock, held until the transaction ends.
@@ -175,6 +176,14 @@ fn is_rolled_back(err: &StoreError) -> bool {
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn admin(&self) -> &dyn super::Admin {
+        self
+    }
+
+    fn observe_groups(&self, observer: super::GroupObserver) {
+        self.writer.observe(observer);
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -39,6 +39,7 @@ use super::{
 };
 use crate::domain::{Event, InstanceStatus};
 
+mod admin;
 mod write;
 
 use super::sql::*;
@@ -161,6 +162,14 @@ fn is_in_memory(url: &str) -> bool {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn admin(&self) -> &dyn super::Admin {
+        self
+    }
+
+    fn observe_groups(&self, observer: super::GroupObserver) {
+        self.writer.observe(observer);
     }
 
     async fn ping(&self) -> StoreResult<()> {
