@@ -130,15 +130,14 @@ impl Metrics {
             "Store operations that failed, by class.",
             "class",
         );
-        let queue_depth =
-            IntGaugeVec::new(
-                Opts::new(
-                    "triggers_queue_depth",
-                    "Scheduled instances waiting in the queue (not leased, or their lease ended).",
-                ),
-                &["queue"],
-            )
-            .expect("valid");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "triggers_queue_depth",
+                "Scheduled instances waiting in the queue (not leased, or their lease ended).",
+            ),
+            &["queue"],
+        )
+        .expect("valid");
         let queue_oldest = GaugeVec::new(
             Opts::new(
                 "triggers_queue_oldest_scheduled_age_seconds",
@@ -226,14 +225,20 @@ mod tests {
             oldest_age: Some(Duration::from_secs(90)),
         }]);
         let text = metrics.render();
-        assert!(text.contains("triggers_queue_depth{queue=\"mail\"} 3"), "{text}");
+        assert!(
+            text.contains("triggers_queue_depth{queue=\"mail\"} 3"),
+            "{text}"
+        );
         assert!(
             text.contains("triggers_queue_oldest_scheduled_age_seconds{queue=\"mail\"} 90"),
             "{text}"
         );
         metrics.set_queues(&[]);
         let text = metrics.render();
-        assert!(text.contains("triggers_queue_depth{queue=\"mail\"} 0"), "{text}");
+        assert!(
+            text.contains("triggers_queue_depth{queue=\"mail\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

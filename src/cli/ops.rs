@@ -121,7 +121,11 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), CliError> {
     let mut sessions = args.sessions.clone();
     sessions.dedup();
     if !sessions.is_empty() {
-        let versions = store.admin().versions(&sessions).await.map_err(OpsError::from)?;
+        let versions = store
+            .admin()
+            .versions(&sessions)
+            .await
+            .map_err(OpsError::from)?;
         let missing: Vec<&String> = sessions
             .iter()
             .zip(&versions)
@@ -131,7 +135,11 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), CliError> {
         if !missing.is_empty() {
             return Err(CliError::Usage(format!(
                 "no session {} in {}: nothing was exported",
-                missing.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
+                missing
+                    .iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 redact(url)
             )));
         }
@@ -213,12 +221,15 @@ pub(super) async fn purge(args: PurgeArgs) -> Result<(), CliError> {
         let mut out = std::io::stdout().lock();
         for c in &candidates {
             let last = crate::domain::state::timestamp(c.updated_at);
-            let _ = writeln!(out, "would purge {}  ({} events, last at {last})", c.session, c.version);
+            let _ = writeln!(
+                out,
+                "would purge {}  ({} events, last at {last})",
+                c.session, c.version
+            );
         }
-        let export = args
-            .export
-            .as_ref()
-            .map_or_else(String::new, |p| format!(", after writing them to {}", p.display()));
+        let export = args.export.as_ref().map_or_else(String::new, |p| {
+            format!(", after writing them to {}", p.display())
+        });
         let _ = writeln!(
             out,
             "dry run: would purge {} ({}) resolved before {cutoff}{export}; nothing was changed",
@@ -230,9 +241,12 @@ pub(super) async fn purge(args: PurgeArgs) -> Result<(), CliError> {
     if let Some(path) = &args.export {
         let uids: Vec<String> = candidates.iter().map(|c| c.session.clone()).collect();
         let mut file = create(path)?;
-        let written =
-            export::export(Pages::of(store.as_ref(), &uids), &mut file, &mut Progress::hidden())
-                .await?;
+        let written = export::export(
+            Pages::of(store.as_ref(), &uids),
+            &mut file,
+            &mut Progress::hidden(),
+        )
+        .await?;
         file.get_ref().sync_all().map_err(|source| CliError::Io {
             context: format!("cannot write {}", path.display()),
             source,

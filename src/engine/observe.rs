@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::{Event, InstanceStatus};
 use crate::metrics::Metrics;
 use crate::store::{
-    Admin, Commit, GroupObserver, InstanceRow, LockedSession, QueueEntry, Rebuilt,
-    SessionSummary, Store, StoreResult, StoredSnapshot,
+    Admin, Commit, GroupObserver, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary,
+    Store, StoreResult, StoredSnapshot,
 };
 
 /// The engine's store, observed.
@@ -46,7 +46,12 @@ impl Observed {
     }
 
     /// Counts a commit of `events` events that started at `started`.
-    fn committed(&self, events: usize, started: Instant, result: StoreResult<()>) -> StoreResult<()> {
+    fn committed(
+        &self,
+        events: usize,
+        started: Instant,
+        result: StoreResult<()>,
+    ) -> StoreResult<()> {
         if result.is_ok() {
             self.metrics.events_appended.inc_by(events as u64);
             if events > 0 {

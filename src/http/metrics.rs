@@ -50,7 +50,11 @@ async fn metrics(State(state): State<MetricsState>, headers: HeaderMap) -> Respo
 }
 
 /// Counts every answered request in `triggers_http_requests_total{status}`.
-pub async fn count_requests(State(engine): State<Engine>, request: Request, next: Next) -> Response {
+pub async fn count_requests(
+    State(engine): State<Engine>,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = next.run(request).await;
     engine
         .metrics()

@@ -103,10 +103,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(
-            || uuid::Uuid::new_v4().simple().to_string(),
-            str::to_owned,
-        );
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
     tracing::info_span!(
         "request",
         request_id = %id,

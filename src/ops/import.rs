@@ -173,7 +173,12 @@ impl<'a> Importer<'a> {
     }
 
     /// Writes the complete sessions, then the error for a bad line.
-    async fn refuse_line(&mut self, line: u64, session: Option<String>, message: String) -> OpsError {
+    async fn refuse_line(
+        &mut self,
+        line: u64,
+        session: Option<String>,
+        message: String,
+    ) -> OpsError {
         self.current = None;
         if let Err(err) = self.flush().await {
             return err;
@@ -244,7 +249,8 @@ impl<'a> Importer<'a> {
         self.report.appended_sessions += appends.len() as u64;
         self.report.appended_events += appends.iter().map(|a| a.events.len() as u64).sum::<u64>();
         let (verb, events) = (self.verb, self.report.events);
-        self.progress.show(|| format!("{verb}: {events} events read"));
+        self.progress
+            .show(|| format!("{verb}: {events} events read"));
         match stop {
             Some((line, session, message)) => Err(OpsError::BadLine {
                 line,

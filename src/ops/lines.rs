@@ -111,10 +111,7 @@ pub fn parse_line(line: &str) -> Result<Parsed, LineError> {
     if line.seq == 0 || i64::try_from(line.seq).is_err() {
         return Err(bad(session, format!("seq {} is out of range", line.seq)));
     }
-    if line
-        .caused_by
-        .is_some_and(|c| c == 0 || c >= line.seq)
-    {
+    if line.caused_by.is_some_and(|c| c == 0 || c >= line.seq) {
         return Err(bad(
             session,
             format!(

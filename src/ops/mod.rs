@@ -42,7 +42,7 @@ pub enum OpsError {
     /// its session was written.
     #[error("line {line}: {message}; nothing of {} was written{}",
         session.as_deref().map_or_else(|| "its session".to_owned(), |s| format!("session {s:?}")),
-        if *imported > 0 { format!(" (the {imported} sessions before it were imported)") } else { String::new() })]
+        if *imported > 0 { format!(" ({} before it were imported)", count(*imported, "session")) } else { String::new() })]
     BadLine {
         /// The line number, from 1.
         line: u64,

@@ -59,7 +59,10 @@ pub fn parse_cutoff(text: &str) -> OpsResult<DateTime<Utc>> {
 ///
 /// # Errors
 /// What the store fails with.
-pub async fn candidates(store: &dyn Store, before: DateTime<Utc>) -> OpsResult<Vec<PurgeCandidate>> {
+pub async fn candidates(
+    store: &dyn Store,
+    before: DateTime<Utc>,
+) -> OpsResult<Vec<PurgeCandidate>> {
     let mut all = Vec::new();
     let mut after = String::new();
     loop {
@@ -124,7 +127,9 @@ mod tests {
             "2026-01-31T00:00:00+00:00"
         );
         assert_eq!(
-            parse_cutoff("2026-01-31T12:00:00+02:00").unwrap().to_rfc3339(),
+            parse_cutoff("2026-01-31T12:00:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
             "2026-01-31T10:00:00+00:00"
         );
         let err = parse_cutoff("last week").unwrap_err().to_string();

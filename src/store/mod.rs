@@ -34,9 +34,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
-pub use admin::{
-    Admin, Append, AppendedEvent, PurgeCandidate, PurgeRecord, QueueStat, RawEvent,
-};
+pub use admin::{Admin, Append, AppendedEvent, PurgeCandidate, PurgeRecord, QueueStat, RawEvent};
 pub use location::{redact, sqlite_file};
 pub use open::{open, open_with};
 pub use options::{PostgresOptions, SqliteOptions, StoreOptions, Synchronous, DEFAULT_MAX_GROUP};
