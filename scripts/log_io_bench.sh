@@ -10,6 +10,7 @@
 # Knobs (environment):
 #   LOG_IO_EVENTS                events in the log (default 1000000)
 #   LOG_IO_BIN                   a triggers binary to run instead of building one
+#   LOG_IO_KEEP                  set: keep the work directory (the log, the databases)
 #   TRIGGERS_SQLITE_SYNCHRONOUS  FULL (default, durable) / NORMAL / OFF
 set -euo pipefail
 
@@ -37,7 +38,11 @@ cleanup() {
         PGOPTIONS="--client-min-messages=warning" psql -q "$TRIGGERS_TEST_POSTGRES_URL" \
             -c "DROP SCHEMA IF EXISTS $schema CASCADE" || true
     done
-    rm -rf "$work"
+    if [[ -n "${LOG_IO_KEEP:-}" ]]; then
+        echo "kept $work" >&2
+    else
+        rm -rf "$work"
+    fi
 }
 trap cleanup EXIT
 

@@ -16,7 +16,8 @@
 //! - [`graphql`]: the GraphQL API (docs/graphql.md), an adapter over the engine
 //!   (schema, resolvers, error codes).
 //! - [`http`]: the axum server: `/graphql` (GraphiQL, WebSocket subscriptions),
-//!   `/health`, body limit and API token; [`http::serve`] takes a shutdown future.
+//!   `/health`, `/metrics`, body limit and API token; [`http::serve`] takes a
+//!   shutdown future.
 //! - [`metrics`]: the Prometheus series of `GET /metrics`, one registry per engine.
 //! - [`ops`]: the operator's tools over a database: export and import of the log
 //!   as JSON Lines, copy between databases, and retention (purge).

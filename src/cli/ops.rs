@@ -21,8 +21,9 @@ pub struct ExportArgs {
     /// The database.
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Only this session (repeat the flag for several); all of them when absent.
-    #[arg(long = "session", value_name = "UID")]
+    /// Only these sessions (`--session a b`, or the flag repeated); all of
+    /// them when absent.
+    #[arg(long = "session", value_name = "UID", num_args = 1..)]
     pub sessions: Vec<String>,
     /// Write to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
@@ -91,11 +92,13 @@ async fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>,
         .map_err(crate::engine::Error::from)?)
 }
 
-/// An engine for maintenance: it runs no job and expires no lease.
+/// An engine for maintenance: it runs no job and expires no lease, and keeps
+/// few states in memory (an import touches each session once).
 async fn open_engine(url: &str, options: StoreOptions) -> Result<Engine, CliError> {
     let engine_options = EngineOptions {
         recover_on_open: false,
         sweep_interval: None,
+        cache_capacity: 64,
         ..EngineOptions::default()
     };
     Ok(Engine::builder(url.to_owned())

@@ -417,6 +417,37 @@ mod transient_tests {
     use super::StoreError;
 
     #[test]
+    fn each_failure_has_a_short_class_for_the_metrics() {
+        let cases = [
+            (StoreError::Busy(Duration::from_millis(5)), "busy"),
+            (
+                StoreError::Backend(sqlx::Error::PoolTimedOut),
+                "unavailable",
+            ),
+            (StoreError::Backend(sqlx::Error::RowNotFound), "backend"),
+            (StoreError::Corrupt("bad row".into()), "corrupt"),
+            (
+                StoreError::Conflict {
+                    session: "s".into(),
+                    expected: 1,
+                },
+                "conflict",
+            ),
+            (
+                StoreError::CannotOpen {
+                    target: "the file x.db".into(),
+                    hint: String::new(),
+                    source: Box::new(StoreError::BadUrl("x".into())),
+                },
+                "cannot_open",
+            ),
+        ];
+        for (err, class) in cases {
+            assert_eq!(err.class(), class, "{err}");
+        }
+    }
+
+    #[test]
     fn lost_connections_and_busy_databases_are_transient_and_nothing_else_is() {
         let transient = [
             StoreError::Busy(Duration::from_millis(500)),

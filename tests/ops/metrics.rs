@@ -91,6 +91,8 @@ async fn metrics_count_a_known_workload_exactly(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+    let nowhere = app.http.get(app.url("/nowhere")).send().await.unwrap();
+    assert_eq!(nowhere.status().as_u16(), 404);
 
     let (status, content_type, text) = scrape(&app, None).await;
     assert_eq!(status, 200);
@@ -119,6 +121,10 @@ async fn metrics_count_a_known_workload_exactly(db: TestDb) {
     );
     assert_eq!(
         must(&text, "triggers_http_requests_total{status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(
+        must(&text, "triggers_http_requests_total{status=\"404\"}"),
         1.0
     );
     assert_eq!(must(&text, "triggers_queue_depth{queue=\"mail\"}"), 1.0);

@@ -16,6 +16,7 @@ use crate::support::spawn_app;
 on_both_backends!(
     an_export_imported_elsewhere_and_rebuilt_reads_back_the_same_byte_for_byte,
     a_differing_session_is_refused_and_a_bad_line_writes_nothing_of_its_session,
+    events_of_an_older_payload_format_travel_as_they_were_written,
 );
 
 /// Exports `url` to `file`; the stderr summary.
@@ -248,6 +249,42 @@ async fn a_differing_session_is_refused_and_a_bad_line_writes_nothing_of_its_ses
     );
     assert_eq!(version(&other.url, "questionnaire:2").await, original[1]);
     other.drop().await;
+}
+
+/// The frozen log of payload format 1 (what an older build wrote), as lines.
+fn format_1_lines() -> (String, usize) {
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("../fixtures/events-format-1.json")).unwrap();
+    let mut text = String::new();
+    for row in &rows {
+        let line = json!({
+            "session": row["session"], "seq": row["seq"], "kind": row["kind"], "at": row["at"],
+            "data": row["data"], "causedBy": row["caused_by"], "format": row["format"],
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    (text, rows.len())
+}
+
+async fn events_of_an_older_payload_format_travel_as_they_were_written(db: TestDb) {
+    let dir = db.dir();
+    let (text, events) = format_1_lines();
+    assert!(text.contains("\"format\":1"));
+    let file = dir.join("format-1.jsonl");
+    std::fs::write(&file, &text).unwrap();
+    let summary = import(&dir, &db.url, &file).await;
+    assert!(
+        summary.contains(&format!("imported {events} events into 1 session")),
+        "{summary}"
+    );
+    let exported = dir.join("exported.jsonl");
+    export(&dir, &db.url, &exported).await;
+    assert_eq!(std::fs::read_to_string(&exported).unwrap(), text);
+    // Folded (upcast) as any stored old event is.
+    let app = spawn_app(&db).await;
+    assert_eq!(app.version("questionnaire:42").await, events as u64);
+    app.stop().await;
 }
 
 /// From SQLite to PostgreSQL after a copy that stopped part way (the events
