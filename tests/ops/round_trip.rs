@@ -17,6 +17,7 @@ on_both_backends!(
     an_export_imported_elsewhere_and_rebuilt_reads_back_the_same_byte_for_byte,
     a_differing_session_is_refused_and_a_bad_line_writes_nothing_of_its_session,
     events_of_an_older_payload_format_travel_as_they_were_written,
+    an_append_on_a_session_that_moved_conflicts_and_writes_nothing,
 );
 
 /// Exports `url` to `file`; the stderr summary.
@@ -285,6 +286,39 @@ async fn events_of_an_older_payload_format_travel_as_they_were_written(db: TestD
     let app = spawn_app(&db).await;
     assert_eq!(app.version("questionnaire:42").await, events as u64);
     app.stop().await;
+}
+
+async fn an_append_on_a_session_that_moved_conflicts_and_writes_nothing(db: TestDb) {
+    use triggers::store::{Append, StoreError};
+    let (text, _) = format_1_lines();
+    let events: Vec<_> = text
+        .lines()
+        .take(3)
+        .map(|l| triggers::ops::lines::parse_line(l).unwrap().row)
+        .collect();
+    let store = triggers::store::open(&db.url).await.unwrap();
+    let admin = store.admin();
+    let append = |expected: u64, from: usize| Append {
+        session: "questionnaire:42".into(),
+        expected_version: expected,
+        events: events[from..].to_vec(),
+    };
+    admin.append(&[append(0, 0)]).await.unwrap();
+    assert_eq!(store.version("questionnaire:42").await.unwrap(), 3);
+    // As if another writer had got there first, for a first and a later append.
+    for stale in [append(0, 0), append(1, 1)] {
+        let err = admin.append(&[stale]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    }
+    assert_eq!(store.version("questionnaire:42").await.unwrap(), 3);
+    assert_eq!(
+        store
+            .events("questionnaire:42", 0, None)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 /// From SQLite to PostgreSQL after a copy that stopped part way (the events

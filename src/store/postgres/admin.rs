@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Row};
 
 use super::super::admin::{
     age, Admin, Append, PurgeCandidate, PurgeRecord, QueueStat, RawEvent, UNRESOLVED,
@@ -25,14 +25,24 @@ const EXPORT_ONE: &str = "SELECT session, seq, kind, format, data, caused_by, at
 
 const VERSIONS: &str = "SELECT uid, version FROM sessions WHERE uid = ANY($1)";
 
-const CREATE_SESSION: &str = "INSERT INTO sessions (uid, version, updated_at) VALUES ($1, $2, $3) \
-     ON CONFLICT (uid) DO NOTHING";
+/// First appends: `$1` uids, `$2` versions, `$3` times; returns those created.
+const CREATE_SESSIONS: &str = "INSERT INTO sessions (uid, version, updated_at) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) \
+     ON CONFLICT (uid) DO NOTHING RETURNING uid";
 
-const ADVANCE_SESSION: &str =
-    "UPDATE sessions SET version = $2, updated_at = $3 WHERE uid = $1 AND version = $4";
+/// Later appends, each if its session is at `$4`; returns those advanced.
+const ADVANCE_SESSIONS: &str = "UPDATE sessions AS s SET version = v.version, updated_at = v.at \
+     FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::bigint[]) \
+     AS v(uid, version, at, expected) WHERE s.uid = v.uid AND s.version = v.expected \
+     RETURNING s.uid";
 
-/// Rows per multi-row `INSERT` (9 parameters each, well under the limit).
-const INSERT_CHUNK: usize = 500;
+/// Every event of a batch in one statement, a column per array.
+const INSERT_EVENTS: &str = "INSERT INTO events (session, seq, kind, format, data, caused_by, \
+     instance, trigger_name, at) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], \
+     $4::int[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::timestamptz[])";
+
+/// Events per `INSERT` (bounds the statement's size).
+const INSERT_CHUNK: usize = 10_000;
 
 fn candidates_sql() -> String {
     format!(
@@ -130,38 +140,58 @@ impl Admin for PostgresStore {
     }
 
     async fn append(&self, appends: &[Append]) -> StoreResult<()> {
-        if appends.iter().all(|a| a.events.is_empty()) {
+        let appends: Vec<&Append> = appends.iter().filter(|a| !a.events.is_empty()).collect();
+        if appends.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for append in appends {
-            let Some(last) = append.events.last() else {
+        for first in [true, false] {
+            let guarded: Vec<&Append> = appends
+                .iter()
+                .copied()
+                .filter(|a| (a.expected_version == 0) == first)
+                .collect();
+            if guarded.is_empty() {
                 continue;
-            };
-            let at = parse_timestamp(&last.event.at)?;
-            let guard = |sql| {
-                sqlx::query(sql)
-                    .bind(&append.session)
-                    .bind(to_i64(last.event.seq).unwrap_or(i64::MAX))
-                    .bind(at)
-            };
-            let guarded = if append.expected_version == 0 {
-                guard(CREATE_SESSION).execute(&mut *tx).await?
+            }
+            let mut uids = Vec::with_capacity(guarded.len());
+            let mut versions = Vec::with_capacity(guarded.len());
+            let mut ats = Vec::with_capacity(guarded.len());
+            let mut expected = Vec::with_capacity(guarded.len());
+            for append in &guarded {
+                let last = &append.events.last().expect("non-empty").event;
+                uids.push(append.session.as_str());
+                versions.push(to_i64(last.seq)?);
+                ats.push(parse_timestamp(&last.at)?);
+                expected.push(to_i64(append.expected_version)?);
+            }
+            let query = if first {
+                sqlx::query_scalar(CREATE_SESSIONS)
             } else {
-                guard(ADVANCE_SESSION)
-                    .bind(to_i64(append.expected_version)?)
-                    .execute(&mut *tx)
-                    .await?
+                sqlx::query_scalar(ADVANCE_SESSIONS)
             };
-            if guarded.rows_affected() != 1 {
+            let mut query = query.bind(&uids).bind(&versions).bind(&ats);
+            if !first {
+                query = query.bind(&expected);
+            }
+            let passed: Vec<String> = query.fetch_all(&mut *tx).await?;
+            if passed.len() != guarded.len() {
+                let passed: std::collections::HashSet<&str> =
+                    passed.iter().map(String::as_str).collect();
+                let stale = guarded
+                    .iter()
+                    .find(|a| !passed.contains(a.session.as_str()))
+                    .expect("one did not pass");
                 return Err(StoreError::Conflict {
-                    session: append.session.clone(),
-                    expected: append.expected_version,
+                    session: stale.session.clone(),
+                    expected: stale.expected_version,
                 });
             }
-            for chunk in append.events.chunks(INSERT_CHUNK) {
-                insert_events(&mut tx, chunk).await?;
-            }
+        }
+        let events: Vec<&crate::store::AppendedEvent> =
+            appends.iter().flat_map(|a| &a.events).collect();
+        for chunk in events.chunks(INSERT_CHUNK) {
+            insert_events(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -264,47 +294,51 @@ impl Admin for PostgresStore {
     }
 }
 
-/// One multi-row `INSERT` of events.
+/// One `INSERT` of events, their columns as arrays.
 async fn insert_events(
     conn: &mut PgConnection,
-    events: &[crate::store::AppendedEvent],
+    events: &[&crate::store::AppendedEvent],
 ) -> StoreResult<()> {
-    let mut insert = QueryBuilder::<Postgres>::new(
-        "INSERT INTO events (session, seq, kind, format, data, caused_by, instance, \
-         trigger_name, at) ",
-    );
-    let mut failed = None;
-    insert.push_values(events, |mut row, appended| {
+    let mut columns = EventColumns::default();
+    for appended in events {
         let event = &appended.event;
-        let at = match parse_timestamp(&event.at) {
-            Ok(at) => at,
-            Err(err) => {
-                failed.get_or_insert(err);
-                DateTime::<Utc>::UNIX_EPOCH
-            }
-        };
-        let seq = to_i64(event.seq);
-        let caused_by = event.caused_by.map(to_i64).transpose();
-        let (seq, caused_by) = match (seq, caused_by) {
-            (Ok(seq), Ok(caused_by)) => (seq, caused_by),
-            (Err(err), _) | (_, Err(err)) => {
-                failed.get_or_insert(err);
-                (0, None)
-            }
-        };
-        row.push_bind(event.session.clone())
-            .push_bind(seq)
-            .push_bind(event.kind.clone())
-            .push_bind(event.format)
-            .push_bind(event.data.clone())
-            .push_bind(caused_by)
-            .push_bind(appended.instance.clone())
-            .push_bind(appended.trigger.clone())
-            .push_bind(at);
-    });
-    if let Some(err) = failed {
-        return Err(err);
+        columns.session.push(event.session.as_str());
+        columns.seq.push(to_i64(event.seq)?);
+        columns.kind.push(event.kind.as_str());
+        columns.format.push(event.format);
+        columns.data.push(event.data.as_str());
+        columns
+            .caused_by
+            .push(event.caused_by.map(to_i64).transpose()?);
+        columns.instance.push(appended.instance.as_deref());
+        columns.trigger.push(appended.trigger.as_deref());
+        columns.at.push(parse_timestamp(&event.at)?);
     }
-    insert.build().execute(conn).await?;
+    sqlx::query(INSERT_EVENTS)
+        .bind(&columns.session)
+        .bind(&columns.seq)
+        .bind(&columns.kind)
+        .bind(&columns.format)
+        .bind(&columns.data)
+        .bind(&columns.caused_by)
+        .bind(&columns.instance)
+        .bind(&columns.trigger)
+        .bind(&columns.at)
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// The columns of [`INSERT_EVENTS`].
+#[derive(Default)]
+struct EventColumns<'a> {
+    session: Vec<&'a str>,
+    seq: Vec<i64>,
+    kind: Vec<&'a str>,
+    format: Vec<i32>,
+    data: Vec<&'a str>,
+    caused_by: Vec<Option<i64>>,
+    instance: Vec<Option<&'a str>>,
+    trigger: Vec<Option<&'a str>>,
+    at: Vec<DateTime<Utc>>,
 }

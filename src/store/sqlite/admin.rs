@@ -161,9 +161,11 @@ impl Admin for SqliteStore {
                     expected: append.expected_version,
                 });
             }
-            for chunk in append.events.chunks(INSERT_CHUNK) {
-                insert_events(&mut tx, chunk).await?;
-            }
+        }
+        let events: Vec<&crate::store::AppendedEvent> =
+            appends.iter().flat_map(|a| &a.events).collect();
+        for chunk in events.chunks(INSERT_CHUNK) {
+            insert_events(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -271,7 +273,7 @@ impl Admin for SqliteStore {
 /// One multi-row `INSERT` of events.
 async fn insert_events(
     conn: &mut SqliteConnection,
-    events: &[crate::store::AppendedEvent],
+    events: &[&crate::store::AppendedEvent],
 ) -> StoreResult<()> {
     let mut insert = QueryBuilder::<Sqlite>::new(
         "INSERT INTO events (session, seq, kind, format, data, caused_by, instance, \
