@@ -5,7 +5,8 @@
 # session UIDs into one JSON Lines file, then times, on a fresh SQLite file and
 # (when TRIGGERS_TEST_POSTGRES_URL is set) a fresh PostgreSQL schema:
 #   import of the file, export of the database, and copy SQLite -> PostgreSQL,
-# and prints events/s for each. The figures are in BENCHMARKS.md.
+# and prints events/s and peak memory for each. The figures are in
+# BENCHMARKS.md. Needs python3, GNU time (/usr/bin/time) and, for PostgreSQL, psql.
 #
 # Knobs (environment):
 #   LOG_IO_EVENTS                events in the log (default 1000000)
@@ -60,15 +61,18 @@ new_schema() {
     echo "${TRIGGERS_TEST_POSTGRES_URL}${separator}options=-c%20search_path%3D${schema}"
 }
 
-# timed LABEL COMMAND...: runs it, prints its wall time and events/s.
+# timed LABEL COMMAND...: runs it, prints its wall time, events/s and peak
+# memory (resident set, from GNU time).
 timed() {
-    local label=$1 start end
+    local label=$1 start end rss
     shift
     start=$(date +%s.%N)
-    "$@" >"$work/out.txt" 2>"$work/err.txt" || { cat "$work/out.txt" "$work/err.txt" >&2; exit 1; }
+    /usr/bin/time -f "%M" -o "$work/rss.txt" "$@" >"$work/out.txt" 2>"$work/err.txt" \
+        || { cat "$work/out.txt" "$work/err.txt" >&2; exit 1; }
     end=$(date +%s.%N)
-    awk -v s="$start" -v e="$end" -v n="$events" -v l="$label" \
-        'BEGIN { t = e - s; printf "%-28s %8.1f s  %9.0f events/s\n", l, t, n / t }'
+    rss=$(tail -n 1 "$work/rss.txt")
+    awk -v s="$start" -v e="$end" -v n="$events" -v l="$label" -v m="$rss" \
+        'BEGIN { t = e - s; printf "%-28s %8.1f s  %9.0f events/s  peak %4.0f MB\n", l, t, n / t, m / 1024 }'
 }
 
 # --- the template session, through a real server -------------------------------
