@@ -121,8 +121,14 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), CliError> {
     let url = &args.database.database_url;
     existing(url, "export")?;
     let store = open_store(url, &args.database.store_options()).await?;
-    let mut sessions = args.sessions.clone();
-    sessions.dedup();
+    // Each session once, in the order given.
+    let mut seen = std::collections::HashSet::new();
+    let sessions: Vec<String> = args
+        .sessions
+        .iter()
+        .filter(|s| seen.insert(s.as_str()))
+        .cloned()
+        .collect();
     if !sessions.is_empty() {
         let versions = store
             .admin()

@@ -22,6 +22,7 @@ use std::io;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::Engine;
@@ -91,19 +92,22 @@ pub fn router(engine: Engine, config: &ServerConfig, stopping: Stopping) -> Rout
             engine,
             metrics::count_requests,
         ))
+        // Outermost last: the id is set (unless the caller sent one), then the
+        // request's span is opened with it, and the answer carries it back.
+        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-/// Each request's span: a request id (the caller's `x-request-id` when it sends
-/// one, else a fresh one), so that every log line of a request can be found
+/// Each request's span, with its request id (the caller's `x-request-id`, or
+/// one made for it), so that every log line of a request can be found
 /// together (in the JSON log format too).
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     let id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+        .unwrap_or_default();
     tracing::info_span!(
         "request",
         request_id = %id,

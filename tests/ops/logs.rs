@@ -66,7 +66,16 @@ async fn json_logs_are_one_object_a_line_with_request_session_and_instance() {
     );
     assert!(post(&configure).await.unwrap().status().is_success());
     let fire = "mutation { fire(session: \"log:1\", trigger: \"go\") { duplicate } }";
-    assert!(post(fire).await.unwrap().status().is_success());
+    let answer = post(fire).await.unwrap();
+    assert!(answer.status().is_success());
+    assert_eq!(
+        answer.headers()["x-request-id"],
+        "req-42",
+        "the caller's id comes back"
+    );
+    let health = http.get(format!("{address}/health")).send().await.unwrap();
+    let made = health.headers()["x-request-id"].to_str().unwrap();
+    assert!(!made.is_empty() && made != "req-42", "{made}");
 
     let (mut request, mut session, mut instance) = (false, false, false);
     while !(request && session && instance) {
