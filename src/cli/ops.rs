@@ -172,11 +172,12 @@ pub(super) async fn export(args: ExportArgs) -> Result<(), CliError> {
 
 /// `triggers import`: appends an export's events, then rebuilds their sessions.
 pub(super) async fn import(args: ImportArgs) -> Result<(), CliError> {
-    let engine = open_engine(&args.database.database_url, args.database.store_options()).await?;
-    let progress = Progress::on_terminal();
-    let report = if args.file == "-" {
-        let stdin = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
-        import::import_lines(&engine, stdin, progress).await?
+    // The input first: a file that is not there creates no database.
+    let input: Box<dyn tokio::io::AsyncBufRead + Unpin + Send> = if args.file == "-" {
+        Box::new(tokio::io::BufReader::with_capacity(
+            1 << 20,
+            tokio::io::stdin(),
+        ))
     } else {
         let file = tokio::fs::File::open(&args.file)
             .await
@@ -184,9 +185,10 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), CliError> {
                 context: format!("cannot open {}", args.file),
                 source,
             })?;
-        let file = tokio::io::BufReader::with_capacity(1 << 20, file);
-        import::import_lines(&engine, file, progress).await?
+        Box::new(tokio::io::BufReader::with_capacity(1 << 20, file))
     };
+    let engine = open_engine(&args.database.database_url, args.database.store_options()).await?;
+    let report = import::import_lines(&engine, input, Progress::on_terminal()).await?;
     println!("{}", report.summary("imported"));
     if !report.refused.is_empty() {
         return Err(OpsError::Refused(report.refused).into());

@@ -378,7 +378,7 @@ async fn a_sqlite_log_copied_to_postgres_after_an_interrupted_copy_reads_back_th
 }
 
 #[tokio::test]
-async fn copy_refuses_one_database_as_both_ends_and_a_missing_source() {
+async fn copy_and_import_refuse_what_is_not_there_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("missing.db").display());
     let (_, stderr) = fails(dir.path(), &["copy", "--from", &url, "--to", &url]).await;
@@ -387,4 +387,11 @@ async fn copy_refuses_one_database_as_both_ends_and_a_missing_source() {
     let (_, stderr) = fails(dir.path(), &["copy", "--from", &url, "--to", &to]).await;
     assert!(stderr.contains("there is no database at"), "{stderr}");
     assert!(!dir.path().join("missing.db").exists());
+    let (_, stderr) = fails(
+        dir.path(),
+        &["import", "--database-url", &to, "no-such.jsonl"],
+    )
+    .await;
+    assert!(stderr.contains("cannot open no-such.jsonl"), "{stderr}");
+    assert!(!dir.path().join("to.db").exists());
 }
