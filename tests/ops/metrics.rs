@@ -10,6 +10,7 @@ use crate::common::TestDb;
 use crate::support::{spawn_app, spawn_app_with, TestApp, PASSTHRU, PATIENCE, S};
 
 on_both_backends!(
+    a_lost_version_race_is_counted_as_a_store_error,
     metrics_count_a_known_workload_exactly,
     metrics_need_the_token_when_one_is_set
 );
@@ -175,4 +176,32 @@ async fn metrics_need_the_token_when_one_is_set(db: TestDb) {
     );
     assert_eq!(must(&text, "triggers_fires_total"), 0.0);
     app.stop().await;
+}
+
+async fn a_lost_version_race_is_counted_as_a_store_error(db: TestDb) {
+    // Two servers on one database: the first decides on its cached state,
+    // which the second has moved past.
+    let first = spawn_app(&db).await;
+    let second = spawn_app(&db).await;
+    first
+        .configure(S, json!({"t": {"after": ["a", "b"], "run": PASSTHRU}}))
+        .await;
+    first.fire(S, "a", json!({})).await;
+    second.fire(S, "a", json!({})).await;
+    let fired = first.fire(S, "b", json!({})).await;
+    assert_eq!(fired["duplicate"], false);
+    let (_, _, text) = scrape(&first, None).await;
+    assert_eq!(
+        must(&text, "triggers_store_errors_total{class=\"conflict\"}"),
+        1.0
+    );
+    assert_eq!(must(&text, "triggers_fires_total"), 2.0);
+    let (_, _, text) = scrape(&second, None).await;
+    assert_eq!(
+        value(&text, "triggers_store_errors_total{class=\"conflict\"}"),
+        None
+    );
+    assert_eq!(must(&text, "triggers_fires_total"), 1.0);
+    first.stop().await;
+    second.stop().await;
 }
