@@ -16,8 +16,13 @@
 //! - [`graphql`]: the GraphQL API (docs/graphql.md), an adapter over the engine
 //!   (schema, resolvers, error codes).
 //! - [`http`]: the axum server: `/graphql` (GraphiQL, WebSocket subscriptions),
-//!   `/health`, body limit and API token; [`http::serve`] takes a shutdown future.
-//! - [`cli`]: the `triggers` command line (`serve`, `rebuild`, and client commands).
+//!   `/health`, `/metrics`, body limit and API token; [`http::serve`] takes a
+//!   shutdown future.
+//! - [`metrics`]: the Prometheus series of `GET /metrics`, one registry per engine.
+//! - [`ops`]: the operator's tools over a database: export and import of the log
+//!   as JSON Lines, copy between databases, and retention (purge).
+//! - [`cli`]: the `triggers` command line (`serve`, `rebuild`, `export`, `import`,
+//!   `copy`, `purge`, and client commands).
 //!
 //! ```no_run
 //! # async fn demo() -> triggers::engine::Result<()> {
@@ -36,6 +41,8 @@ pub mod domain;
 pub mod engine;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
+pub mod ops;
 pub mod store;
 
 pub use engine::Engine;

@@ -91,6 +91,14 @@ impl Store for Counting {
         self.inner.backend()
     }
 
+    fn admin(&self) -> &dyn triggers::store::Admin {
+        self.inner.admin()
+    }
+
+    fn observe_groups(&self, observer: triggers::store::GroupObserver) {
+        self.inner.observe_groups(observer);
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.timed("other", self.inner.ping()).await
     }

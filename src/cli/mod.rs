@@ -1,7 +1,8 @@
 //! The `triggers` command line (docs/cli.md).
 //!
 //! Two kinds of commands:
-//! - `serve` and `rebuild` open the database themselves (`--database-url`).
+//! - `serve`, `rebuild` and the operator's `export`, `import`, `copy` and
+//!   `purge` open the database themselves (`--database-url`).
 //! - `configure`, `fire`, `show` and `events` are clients of a running server:
 //!   they send GraphQL over HTTP to `--server`, so they work against any
 //!   deployment and go through the same rules, limits and token as every client.
@@ -10,12 +11,14 @@
 
 mod client;
 mod loadgen;
+mod ops;
 mod output;
 mod remote;
 mod server;
 mod work;
 
 pub use loadgen::{questionnaire, LoadgenArgs, JOURNEY};
+pub use ops::{CopyArgs, ExportArgs, ImportArgs, PurgeArgs};
 pub use work::WorkArgs;
 
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +43,17 @@ pub enum Command {
     /// Recompute every projection (instances, queue, snapshots) from the event log
     /// alone, and print what was done.
     Rebuild(RebuildArgs),
+    /// Write the event log (or chosen sessions) as JSON Lines, one event a line.
+    Export(ExportArgs),
+    /// Append the events of an export; sessions that already hold them get
+    /// only the newer ones, and their projections are rebuilt.
+    Import(ImportArgs),
+    /// Copy every event from one database to another (export piped into
+    /// import; can be interrupted and run again).
+    Copy(CopyArgs),
+    /// Remove whole resolved sessions older than a date, recorded in the
+    /// `purges` table.
+    Purge(PurgeArgs),
     /// Add or replace tasks of a session from a JSON file (talks to a server).
     Configure(ConfigureArgs),
     /// Fire a trigger in a session (talks to a server).
@@ -277,18 +291,42 @@ pub enum CliError {
     /// A bad argument.
     #[error("{0}")]
     Usage(String),
+    /// An operator command failed (`export`, `import`, `copy`, `purge`).
+    #[error("{0}")]
+    Ops(#[from] crate::ops::OpsError),
 }
 
-/// Starts structured logs on stderr, filtered by `RUST_LOG` (default `info`).
+/// Starts logs on stderr, filtered by `RUST_LOG` (default `info`), in the
+/// format `TRIGGERS_LOG_FORMAT` names: `text` (the default: readable lines,
+/// coloured on a terminal) or `json` (one JSON object per line, with the
+/// fields of the spans it happened in: request id, session, instance).
 pub fn init_tracing() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let format = std::env::var("TRIGGERS_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    match format.trim().to_ascii_lowercase().as_str() {
+        "json" => {
+            let _ = builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .try_init();
+        }
+        other => {
+            let _ = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .try_init();
+            if !matches!(other, "" | "text") {
+                tracing::warn!(
+                    "TRIGGERS_LOG_FORMAT={format:?} is not `text` or `json`; logging as text"
+                );
+            }
+        }
+    }
 }
 
 /// Runs a parsed command line.
@@ -296,6 +334,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => server::serve(args).await,
         Command::Rebuild(args) => server::rebuild(args).await,
+        Command::Export(args) => ops::export(args).await,
+        Command::Import(args) => ops::import(args).await,
+        Command::Copy(args) => ops::copy(args).await,
+        Command::Purge(args) => ops::purge(args).await,
         Command::Configure(args) => remote::configure(args).await,
         Command::Fire(args) => remote::fire(args).await,
         Command::Show(args) => remote::show(args).await,

@@ -128,6 +128,9 @@ impl Engine {
             )
             .await?;
         let mut result = FireResult::from_outcome(uid.as_str(), &executed.value, &executed.events);
+        if !result.duplicate {
+            self.inner.metrics.fires.inc();
+        }
         if result.event.is_none() {
             result.event = self
                 .inner

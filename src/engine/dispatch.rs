@@ -143,7 +143,9 @@ impl Engine {
             let Ok(_permit) = engine.inner.permits.clone().acquire_owned().await else {
                 return;
             };
-            if let Err(err) = engine.run_inline(&session, &work.instance).await {
+            let span = tracing::info_span!("inline", session, instance = work.instance);
+            let run = engine.run_inline(&session, &work.instance);
+            if let Err(err) = tracing::Instrument::instrument(run, span).await {
                 tracing::error!(session, instance = work.instance, error = %err, "inline run failed to record its outcome; the lease will expire and it will run again");
             }
         });
@@ -209,15 +211,15 @@ impl Engine {
             ),
         };
         heartbeat.abort();
-        self.report(
-            session,
-            &instance,
-            Report::from(outcome),
-            owner,
-            token,
-            lease,
-        )
-        .await?;
+        let report = Report::from(outcome);
+        let label = report.label();
+        self.report(session, &instance, report, owner, token, lease)
+            .await?;
+        self.inner
+            .metrics
+            .inline_runs
+            .with_label_values(&[label])
+            .inc();
         Ok(())
     }
 
@@ -231,10 +233,9 @@ impl Engine {
                 let _guard = guard;
                 let _permit = started.permit;
                 let instance = started.job.instance.clone();
-                if let Err(err) = engine
-                    .run_started(&session, started.job, &started.token)
-                    .await
-                {
+                let span = tracing::info_span!("inline", session, instance);
+                let run = engine.run_started(&session, started.job, &started.token);
+                if let Err(err) = tracing::Instrument::instrument(run, span).await {
                     tracing::error!(session, instance, error = %err, "inline run failed to record its outcome; the lease will expire and it will run again");
                 }
             });
@@ -373,6 +374,7 @@ impl Engine {
             match result {
                 Ok(_) => {
                     swept += 1;
+                    self.inner.metrics.lease_expirations.inc();
                     tracing::info!(session = row.session, instance = row.instance, worker = ?row.lease_owner, "lease expired; instance returned to the queue");
                 }
                 Err(Error::Conflict(_)) => {}
@@ -458,6 +460,18 @@ pub(crate) enum Report {
         replacement_kwargs: Option<JsonObject>,
         cooldown_seconds: Option<f64>,
     },
+}
+
+impl Report {
+    /// How the run ended, as `triggers_inline_runs_total` labels it.
+    fn label(&self) -> &'static str {
+        match self {
+            Report::Complete { .. } => "finished",
+            Report::Fail(_) => "failed",
+            Report::Skip { .. } => "skipped",
+            Report::Retry { .. } => "retried",
+        }
+    }
 }
 
 impl From<Outcome> for Report {

@@ -15,6 +15,7 @@ mod dispatch;
 mod error;
 mod handler;
 mod hooks;
+mod observe;
 mod queries;
 mod workers;
 
@@ -100,6 +101,8 @@ pub struct Engine {
 
 struct Inner {
     store: Arc<dyn Store>,
+    /// What `/metrics` shows; the store underneath reports to it too.
+    metrics: Arc<crate::metrics::Metrics>,
     cache: Cache,
     registry: Registry,
     hooks: Vec<Arc<dyn Hook>>,
@@ -138,9 +141,11 @@ impl Engine {
         options: EngineOptions,
     ) -> Engine {
         let (committed, _) = broadcast::channel(4096);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let engine = Engine {
             inner: Arc::new(Inner {
-                store,
+                store: observe::Observed::wrap(store, metrics.clone()),
+                metrics,
                 cache: Cache::new(options.cache_capacity),
                 permits: Arc::new(Semaphore::new(options.inline_concurrency.max(1))),
                 registry,
@@ -163,6 +168,19 @@ impl Engine {
     /// The store underneath.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// This engine's metrics (the queue gauges as of the last [`Engine::render_metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Every metric in the Prometheus text format, the queue gauges read from
+    /// the store now (one aggregate query).
+    pub async fn render_metrics(&self) -> Result<String> {
+        let stats = self.inner.store.admin().queue_stats(now()).await?;
+        self.inner.metrics.set_queues(&stats);
+        Ok(self.inner.metrics.render())
     }
 
     /// The handler registry.

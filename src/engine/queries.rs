@@ -105,6 +105,13 @@ impl Engine {
     /// slot is held from before its log is read until its new state is in
     /// place, so commands on it wait rather than interleave.
     pub async fn rebuild(&self) -> Result<RebuildReport> {
+        let uids = self.inner.store.session_uids().await?;
+        self.rebuild_sessions(&uids).await
+    }
+
+    /// [`Engine::rebuild`] for the sessions `uids` only (an import rebuilds
+    /// the sessions it appended to); a session without events is left alone.
+    pub async fn rebuild_sessions(&self, uids: &[String]) -> Result<RebuildReport> {
         let started = Instant::now();
         let mut report = RebuildReport {
             sessions: 0,
@@ -113,8 +120,7 @@ impl Engine {
             queued: 0,
             elapsed: Duration::ZERO,
         };
-        let uids = self.inner.store.session_uids().await?;
-        for uid in &uids {
+        for uid in uids {
             SessionUid::parse(uid.as_str())?;
         }
         let mut batches = uids.chunks(REBUILD_BATCH);

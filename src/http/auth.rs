@@ -1,6 +1,6 @@
 //! The optional bearer token (`TRIGGERS_API_TOKEN`).
 //!
-//! When a token is configured, every `/graphql` request needs
+//! When a token is configured, every `/graphql` and `/metrics` request needs
 //! `Authorization: Bearer <token>`. A browser cannot set headers on a WebSocket,
 //! so a subscription may instead send the token in its `connection_init`
 //! payload (`{"Authorization": "Bearer <token>"}` or `{"token": "<token>"}`).

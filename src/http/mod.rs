@@ -3,6 +3,7 @@
 //! - [`graphql`]: `POST /graphql` (queries and mutations), `GET /graphql`
 //!   (GraphiQL, or a WebSocket upgrade for subscriptions).
 //! - [`health`]: `GET /health`, which pings the database.
+//! - [`metrics`]: `GET /metrics` (Prometheus), and the count of requests by status.
 //! - [`auth`]: the optional bearer token.
 //! - [`error`]: refusals at the HTTP edge, shaped as GraphQL errors.
 //!
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod metrics;
 
 use std::future::Future;
 use std::io;
@@ -20,6 +22,7 @@ use std::io;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::Engine;
@@ -79,12 +82,38 @@ pub fn router(engine: Engine, config: &ServerConfig, stopping: Stopping) -> Rout
     Router::new()
         .merge(graphql::router(graphql::GraphqlState {
             schema,
-            auth,
+            auth: auth.clone(),
             max_body_bytes: config.max_body_bytes,
             stopping,
         }))
-        .merge(health::router(engine))
-        .layer(TraceLayer::new_for_http())
+        .merge(health::router(engine.clone()))
+        .merge(metrics::router(engine.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            engine,
+            metrics::count_requests,
+        ))
+        // Outermost last: the id is set (unless the caller sent one), then the
+        // request's span is opened with it, and the answer carries it back.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Each request's span, with its request id (the caller's `x-request-id`, or
+/// one made for it), so that every log line of a request can be found
+/// together (in the JSON log format too).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting,

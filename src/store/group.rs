@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
 use super::plan::Decision;
-use super::{StoreError, StoreResult};
+use super::{GroupObserver, StoreError, StoreResult};
 
 /// A backend's side of a group commit.
 #[async_trait]
@@ -49,8 +49,11 @@ pub(super) enum Grouped {
 
 /// Called once per committed group with the number of decisions it made
 /// durable (the committed ones, not those refused alone).
-fn committed(decisions: usize) {
+fn committed(observer: Option<&GroupObserver>, decisions: usize) {
     tracing::trace!(decisions, "group committed");
+    if let Some(observer) = observer {
+        observer(decisions);
+    }
 }
 
 struct Waiting {
@@ -60,15 +63,26 @@ struct Waiting {
 }
 
 /// The decisions waiting for the writer, and the writer lock itself.
-#[derive(Debug)]
 pub(super) struct Writer {
     lock: Arc<tokio::sync::Mutex<()>>,
     waiting: Mutex<VecDeque<Waiting>>,
     next_id: AtomicU64,
     max_group: usize,
+    /// Told each committed group's size (the engine's metrics).
+    observer: std::sync::OnceLock<GroupObserver>,
     /// The size of the last batch taken (tests look).
     #[cfg(test)]
     pub(super) last_batch: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("waiting", &self.waiting)
+            .field("max_group", &self.max_group)
+            .field("observed", &self.observer.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Waiting {
@@ -89,9 +103,15 @@ impl Writer {
             waiting: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
             max_group: max_group.max(1),
+            observer: std::sync::OnceLock::new(),
             #[cfg(test)]
             last_batch: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Has `observer` told each committed group's size (the first one set stays).
+    pub(super) fn observe(&self, observer: GroupObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// Waits for this process's earlier writers, at most `timeout`, for a write
@@ -134,7 +154,7 @@ impl Writer {
                     // took it, or it is beyond this batch; then keep waiting).
                     let batch = self.take_batch();
                     if !batch.is_empty() {
-                        tokio::spawn(run_batch(store.clone(), guard, batch));
+                        tokio::spawn(run_batch(store.clone(), guard, batch, self.observer.get().cloned()));
                     }
                 }
                 () = &mut deadline => {
@@ -211,7 +231,12 @@ impl Drop for WithdrawOnDrop<'_> {
 
 /// Has the backend write `batch` in one transaction and answers every waiter.
 /// Holds the writer lock throughout.
-async fn run_batch<S: GroupStore>(store: S, _lock: OwnedMutexGuard<()>, batch: Vec<Waiting>) {
+async fn run_batch<S: GroupStore>(
+    store: S,
+    _lock: OwnedMutexGuard<()>,
+    batch: Vec<Waiting>,
+    observer: Option<GroupObserver>,
+) {
     let decisions: Vec<&Decision> = batch.iter().map(|w| &w.decision).collect();
     let grouped = store.commit_group(&decisions).await;
     drop(decisions);
@@ -224,7 +249,7 @@ async fn run_batch<S: GroupStore>(store: S, _lock: OwnedMutexGuard<()>, batch: V
         Grouped::Written { outcomes, commit } => {
             let durable = outcomes.iter().filter(|o| o.is_ok()).count();
             if commit.is_ok() && durable > 0 {
-                committed(durable);
+                committed(observer.as_ref(), durable);
             }
             let lone = batch.len() == 1;
             let mut commit = commit.err();

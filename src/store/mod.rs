@@ -10,7 +10,9 @@
 //! `sessions` (version per session: the optimistic-concurrency guard),
 //! `instances` (one row per instance, for cross-session listings), `queue`
 //! (scheduled and running instances with their leases) and `snapshots` (folded
-//! state at a seq; an optimisation only).
+//! state at a seq; an optimisation only), and the operator's `purges` (what
+//! retention removed). The operator's operations (export, import, purge, the
+//! queue aggregate of the metrics) are the [`Admin`] trait, beside [`Store`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +21,7 @@ use crate::domain::{Event, InstanceStatus};
 
 #[macro_use]
 mod shared;
+mod admin;
 mod codec;
 mod group;
 mod location;
@@ -33,6 +36,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{Admin, Append, AppendedEvent, PurgeCandidate, PurgeRecord, QueueStat, RawEvent};
 pub use location::{redact, sqlite_file};
 pub use open::{open, open_with};
 pub use options::{PostgresOptions, SqliteOptions, StoreOptions, Synchronous, DEFAULT_MAX_GROUP};
@@ -106,7 +110,27 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// A short name of the kind of failure, for metrics (`triggers_store_errors_total{class}`).
+    pub fn class(&self) -> &'static str {
+        match self {
+            StoreError::Conflict { .. } => "conflict",
+            StoreError::LeaseLost { .. } => "lease_lost",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::GroupFailed { .. } => "group_failed",
+            StoreError::Busy(_) => "busy",
+            StoreError::BadUrl(_) => "bad_url",
+            StoreError::Backend(err) if is_transient_sqlx(err) => "unavailable",
+            StoreError::Backend(_) => "backend",
+            StoreError::Migrate(_) => "migrate",
+            StoreError::CannotOpen { .. } => "cannot_open",
+        }
+    }
 }
+
+/// Told the number of decisions each group commit made durable
+/// ([`Store::observe_groups`]).
+pub type GroupObserver = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
 
 /// Connection loss, pool exhaustion, server shutdown, SQLite busy or locked.
 fn is_transient_sqlx(err: &sqlx::Error) -> bool {
@@ -293,6 +317,13 @@ pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
+    /// The operator's operations (export, import, purge, queue aggregate).
+    fn admin(&self) -> &dyn Admin;
+
+    /// Has `observer` told the size of every group commit from now on (the
+    /// engine's metrics). Only the first observer set is kept.
+    fn observe_groups(&self, observer: GroupObserver);
+
     /// Checks that the database answers.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -386,6 +417,37 @@ mod transient_tests {
     use std::time::Duration;
 
     use super::StoreError;
+
+    #[test]
+    fn each_failure_has_a_short_class_for_the_metrics() {
+        let cases = [
+            (StoreError::Busy(Duration::from_millis(5)), "busy"),
+            (
+                StoreError::Backend(sqlx::Error::PoolTimedOut),
+                "unavailable",
+            ),
+            (StoreError::Backend(sqlx::Error::RowNotFound), "backend"),
+            (StoreError::Corrupt("bad row".into()), "corrupt"),
+            (
+                StoreError::Conflict {
+                    session: "s".into(),
+                    expected: 1,
+                },
+                "conflict",
+            ),
+            (
+                StoreError::CannotOpen {
+                    target: "the file x.db".into(),
+                    hint: String::new(),
+                    source: Box::new(StoreError::BadUrl("x".into())),
+                },
+                "cannot_open",
+            ),
+        ];
+        for (err, class) in cases {
+            assert_eq!(err.class(), class, "{err}");
+        }
+    }
 
     #[test]
     fn lost_connections_and_busy_databases_are_transient_and_nothing_else_is() {

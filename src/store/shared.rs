@@ -38,6 +38,14 @@ macro_rules! impl_store {
     impl Store for $store {
         $($own)*
 
+        fn admin(&self) -> &dyn super::Admin {
+            self
+        }
+
+        fn observe_groups(&self, observer: super::GroupObserver) {
+            self.writer.observe(observer);
+        }
+
         async fn ping(&self) -> StoreResult<()> {
             sqlx::query(PING).execute(&self.pool).await?;
             Ok(())

@@ -39,6 +39,7 @@ use super::{
 };
 use crate::domain::{Event, InstanceStatus};
 
+mod admin;
 mod write;
 
 use super::sql::*;

@@ -87,6 +87,18 @@ impl TestDb {
         })
     }
 
+    /// A handle on another database `url` of the same test (dropping it is the
+    /// test's business).
+    pub(crate) fn at(url: String, backend: Backend) -> TestDb {
+        TestDb {
+            url,
+            backend,
+            admin_url: None,
+            schema: None,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
     /// A scratch directory that lives as long as the test.
     pub(crate) fn dir(&self) -> PathBuf {
         self.dir.path().to_owned()
