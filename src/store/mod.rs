@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Event, InstanceStatus};
 
+mod browse;
 mod codec;
 mod group;
 mod location;
@@ -31,6 +32,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use browse::{EventQuery, EventWindow, RecentSessions};
 pub use location::{redact, sqlite_file};
 pub use open::{open, open_with};
 pub use options::{PostgresOptions, SqliteOptions, StoreOptions, Synchronous, DEFAULT_MAX_GROUP};
@@ -323,6 +325,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sessions ordered by UID, after `after`, at most `first`.
     async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>>;
+
+    /// Sessions most recently updated first (ties by UID, descending), only
+    /// those whose UID starts with `query.prefix`, after the keyset cursor.
+    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>>;
+
+    /// Each of `sessions`' instances counted by status (statuses with none left
+    /// out, the others in [`InstanceStatus::ALL`]'s order), in the order given.
+    async fn instance_counts(
+        &self,
+        sessions: &[String],
+    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>>;
+
+    /// One page of a session's events, filtered by kind and instance, ascending.
+    async fn session_events(
+        &self,
+        session: &str,
+        query: &EventQuery<'_>,
+    ) -> StoreResult<Vec<Event>>;
 
     /// Instances across sessions, ordered by (session, created_seq), filtered by
     /// status (any of, when non-empty) and task, after the `(session, name)` cursor.
