@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use triggers::domain::{Event, InstanceStatus};
 use triggers::store::{
-    Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store, StoreResult,
-    StoredSnapshot,
+    Commit, EventQuery, InstanceRow, LockedSession, QueueEntry, Rebuilt, RecentSessions,
+    SessionSummary, Store, StoreResult, StoredSnapshot,
 };
 
 /// The calls counted, in the order printed.
@@ -142,6 +142,27 @@ impl Store for Counting {
 
     async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>> {
         self.timed("other", self.inner.sessions(first, after)).await
+    }
+
+    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>> {
+        self.timed("other", self.inner.recent_sessions(query)).await
+    }
+
+    async fn instance_counts(
+        &self,
+        sessions: &[String],
+    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>> {
+        self.timed("other", self.inner.instance_counts(sessions))
+            .await
+    }
+
+    async fn session_events(
+        &self,
+        session: &str,
+        query: &EventQuery<'_>,
+    ) -> StoreResult<Vec<Event>> {
+        self.timed("events", self.inner.session_events(session, query))
+            .await
     }
 
     async fn instances(

@@ -22,6 +22,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod kinds;
+pub use kinds::EVENT_KINDS;
+
 use super::{DomainError, InstanceStatus, JsonObject, Runner, TaskConfig};
 
 /// The payload format written today. Older formats are upcast on read (see the

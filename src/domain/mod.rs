@@ -20,7 +20,7 @@ mod tests;
 pub use config::{parse_tasks, Runner, TaskConfig};
 pub use decide::{Decider, FireOutcome, RunnerResolver, StepOutcome};
 pub use error::DomainError;
-pub use event::{Event, EventPayload, TriggerRole};
+pub use event::{Event, EventPayload, TriggerRole, EVENT_KINDS};
 pub use instance::Instance;
 pub use names::{SessionUid, TriggerName};
 pub use state::SessionState;

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::{Event, InstanceStatus};
 use crate::metrics::Metrics;
 use crate::store::{
-    Admin, Commit, GroupObserver, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary,
-    Store, StoreResult, StoredSnapshot,
+    Admin, Commit, EventQuery, GroupObserver, InstanceRow, LockedSession, QueueEntry, Rebuilt,
+    RecentSessions, SessionSummary, Store, StoreResult, StoredSnapshot,
 };
 
 /// The engine's store, observed.
@@ -118,6 +118,25 @@ impl Store for Observed {
 
     async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>> {
         self.seen(self.inner.sessions(first, after).await)
+    }
+
+    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>> {
+        self.seen(self.inner.recent_sessions(query).await)
+    }
+
+    async fn instance_counts(
+        &self,
+        sessions: &[String],
+    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>> {
+        self.seen(self.inner.instance_counts(sessions).await)
+    }
+
+    async fn session_events(
+        &self,
+        session: &str,
+        query: &EventQuery<'_>,
+    ) -> StoreResult<Vec<Event>> {
+        self.seen(self.inner.session_events(session, query).await)
     }
 
     async fn instances(

@@ -9,7 +9,9 @@ use tokio::sync::OwnedMutexGuard;
 use super::cache::Slot;
 use super::{instance_row, Engine, Error, Result};
 use crate::domain::{Event, InstanceStatus, SessionState, SessionUid};
-use crate::store::{InstanceRow, QueueEntry, Rebuilt, SessionSummary, StoredSnapshot};
+use crate::store::{
+    EventQuery, InstanceRow, QueueEntry, Rebuilt, RecentSessions, SessionSummary, StoredSnapshot,
+};
 
 /// What `rebuild` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +82,29 @@ impl Engine {
     /// Sessions by UID (keyset pagination).
     pub async fn sessions(&self, first: u32, after: Option<&str>) -> Result<Vec<SessionSummary>> {
         Ok(self.inner.store.sessions(first, after).await?)
+    }
+
+    /// Sessions most recently updated first, from the sessions table (keyset
+    /// pagination, optionally by UID prefix).
+    pub async fn recent_sessions(&self, query: RecentSessions<'_>) -> Result<Vec<SessionSummary>> {
+        Ok(self.inner.store.recent_sessions(query).await?)
+    }
+
+    /// Each session's instances counted by status, from the projection table.
+    pub async fn instance_counts(
+        &self,
+        sessions: &[String],
+    ) -> Result<Vec<Vec<(InstanceStatus, u64)>>> {
+        Ok(self.inner.store.instance_counts(sessions).await?)
+    }
+
+    /// One page of a session's events, filtered by kind and instance, ascending.
+    pub async fn session_events(
+        &self,
+        session: &str,
+        query: &EventQuery<'_>,
+    ) -> Result<Vec<Event>> {
+        Ok(self.inner.store.session_events(session, query).await?)
     }
 
     /// Instances across sessions, from the projection table.

@@ -8,6 +8,7 @@ use super::types::{InstanceStatus, Session, SessionSummary, TaskInstance};
 use super::{check_text, engine, page_size};
 use crate::domain::{self, Instance, SessionUid};
 use crate::engine::Error;
+use crate::store::RecentSessions;
 
 /// Reads.
 pub struct Query;
@@ -41,7 +42,40 @@ impl Query {
             return Ok(Vec::new());
         }
         let rows = engine(ctx).sessions(first, after.as_deref()).await.gql()?;
-        Ok(rows.into_iter().map(SessionSummary::from).collect())
+        SessionSummary::page(ctx, rows).await
+    }
+
+    /// Sessions most recently updated first (ties by UID, descending), read
+    /// from the sessions table (a page costs the same however long the logs
+    /// are): at most `first` (default 100, at most 1000), after the session
+    /// `after`, only those whose UID starts with `uidPrefix`.
+    async fn recent_sessions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only sessions whose UID starts with this (exact, case-sensitive).")]
+        uid_prefix: Option<String>,
+        #[graphql(desc = "Page size: default 100, at most 1000.")] first: Option<i32>,
+        #[graphql(
+            desc = "The last session of the previous page, as `[\"<updatedAt>\", \"<uid>\"]` (its `updatedAt` exactly as listed)."
+        )]
+        after: Option<String>,
+    ) -> Result<Vec<SessionSummary>> {
+        let first = page_size(ctx, first)?;
+        check_text("uidPrefix", uid_prefix.as_deref())?;
+        let cursor = after.as_deref().map(parse_recent_cursor).transpose()?;
+        if let Some((_, uid)) = &cursor {
+            check_text("after", Some(uid))?;
+        }
+        if first == 0 {
+            return Ok(Vec::new());
+        }
+        let query = RecentSessions {
+            prefix: uid_prefix.as_deref(),
+            after: cursor.as_ref().map(|(at, uid)| (*at, uid.as_str())),
+            first,
+        };
+        let rows = engine(ctx).recent_sessions(query).await.gql()?;
+        SessionSummary::page(ctx, rows).await
     }
 
     /// Instances across sessions, ordered by session UID then creation, filtered by
@@ -121,4 +155,14 @@ fn parse_cursor(cursor: &str) -> Result<(String, String)> {
             "after must be [\"<session>\", \"<instance>\"] or <session>/<instance>, got {cursor:?}"
         ))),
     }
+}
+
+/// A `recentSessions(after:)` cursor: `["<updatedAt>", "<uid>"]`.
+fn parse_recent_cursor(cursor: &str) -> Result<(chrono::DateTime<chrono::Utc>, String)> {
+    let shape = "after must be [\"<updatedAt>\", \"<uid>\"] of the last session listed";
+    let (at, uid) = serde_json::from_str::<(String, String)>(cursor)
+        .map_err(|err| bad_input(format!("{shape}: {err}")))?;
+    let at = chrono::DateTime::parse_from_rfc3339(&at)
+        .map_err(|err| bad_input(format!("{shape}: {at:?} is not an RFC 3339 time: {err}")))?;
+    Ok((at.with_timezone(&chrono::Utc), uid))
 }

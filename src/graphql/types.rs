@@ -7,13 +7,23 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, Object, Result};
 
 use super::error::{bad_input, GqlResult};
 use super::scalars::{DateTime, Json, JsonRef};
-use super::{engine, page_size};
+use super::{check_text, engine, page_size};
 use crate::domain::{self, Instance, SessionState};
-use crate::engine::Claim;
+use crate::store::{EventQuery, EventWindow};
+
+mod event;
+mod listing;
+mod outcomes;
+mod task;
+
+pub use event::Event;
+pub use listing::{SessionSummary, StatusCount};
+pub use outcomes::{FireResult, TaskClaim};
+pub use task::TaskConfig;
 
 /// Where an instance is in its life (docs/concepts.md, "Instances").
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +126,22 @@ impl Session {
         int(self.state.version())
     }
 
+    /// When the last event folded into this view was decided; null for a
+    /// session never used.
+    async fn updated_at(&self) -> Option<DateTime> {
+        self.state.updated_at().map(DateTime::from)
+    }
+
+    /// This view's instances counted by status, in the order of
+    /// `InstanceStatus`; statuses with no instance are left out.
+    async fn instance_counts(&self) -> Vec<StatusCount> {
+        let instances = self.state.instances();
+        StatusCount::list(domain::InstanceStatus::ALL.map(|status| {
+            let count = instances.iter().filter(|i| i.status == status).count();
+            (status, count as u64)
+        }))
+    }
+
     /// Every configured task, by name.
     async fn tasks(&self) -> Vec<TaskConfig> {
         self.state
@@ -130,26 +156,49 @@ impl Session {
     }
 
     /// Instances in creation order, optionally only those of one task and/or with
-    /// one of the given statuses.
+    /// one of the given statuses; all of them, or a page when `first` is given.
     async fn instances(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "Only instances with one of these statuses (all when absent or empty).")]
         status: Option<Vec<InstanceStatus>>,
         #[graphql(desc = "Only instances of this task.")] task: Option<String>,
-    ) -> Vec<TaskInstance> {
+        #[graphql(desc = "Page size (at most 1000); all matching instances when absent.")]
+        first: Option<i32>,
+        #[graphql(
+            desc = "The name of the last instance of the previous page (exclusive): the page continues after it in creation order."
+        )]
+        after: Option<String>,
+    ) -> Result<Vec<TaskInstance>> {
+        let first = match first {
+            Some(first) => page_size(ctx, Some(first))? as usize,
+            None => usize::MAX,
+        };
+        let start = match after {
+            Some(after) => self.position(&after).map(|p| p + 1).ok_or_else(|| {
+                bad_input(format!(
+                    "after: session {:?} has no instance {after:?}",
+                    self.state.uid()
+                ))
+            })?,
+            None => 0,
+        };
         let statuses: Vec<domain::InstanceStatus> = status
             .unwrap_or_default()
             .into_iter()
             .map(Into::into)
             .collect();
-        self.state
+        Ok(self
+            .state
             .instances()
             .iter()
             .enumerate()
+            .skip(start)
             .filter(|(_, i)| task.as_deref().is_none_or(|t| i.task == t))
             .filter(|(_, i)| statuses.is_empty() || statuses.contains(&i.status))
+            .take(first)
             .map(|(position, _)| self.instance_view(position))
-            .collect()
+            .collect())
     }
 
     /// One instance by name (`<task>#<n>`), or null.
@@ -184,8 +233,10 @@ impl Session {
         self.state.latest_kwargs().into()
     }
 
-    /// The timeline: events with seq > `after` (default 0), ascending, at most
-    /// `first` (default 100, at most 1000), up to this view's version.
+    /// The timeline, ascending, up to this view's version: the first `first`
+    /// (default 100, at most 1000) events with seq > `after` (default 0), or
+    /// with `before`, the last `first` events with seq < `before`; only those of
+    /// the given kinds and/or about one instance when asked.
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -193,23 +244,51 @@ impl Session {
             i64,
         >,
         #[graphql(desc = "Page size: default 100, at most 1000.")] first: Option<i32>,
+        #[graphql(
+            desc = "The last events with a smaller seq (exclusive), instead of the first after `after`: paging backwards."
+        )]
+        before: Option<i64>,
+        #[graphql(
+            desc = "Only events of these kinds (`TriggerFired`, ...; all when absent or empty)."
+        )]
+        kinds: Option<Vec<String>>,
+        #[graphql(desc = "Only events about this instance (`<task>#<n>`).")] instance: Option<
+            String,
+        >,
     ) -> Result<Vec<Event>> {
-        let after = non_negative(after.unwrap_or(0), "after")?;
-        let first = u64::from(page_size(ctx, first)?);
-        let version = self.state.version();
-        if after >= version || first == 0 {
-            return Ok(Vec::new());
+        let limit = u64::from(page_size(ctx, first)?);
+        let window = match (after, before) {
+            (Some(_), Some(_)) => {
+                return Err(bad_input(
+                    "events: give `after` (paging forwards) or `before` (backwards), not both",
+                ))
+            }
+            (_, Some(before)) => EventWindow::Before(non_negative(before, "before")?),
+            (after, None) => EventWindow::After(non_negative(after.unwrap_or(0), "after")?),
+        };
+        let kinds = kinds.unwrap_or_default();
+        if let Some(unknown) = kinds
+            .iter()
+            .find(|k| !domain::EVENT_KINDS.contains(&k.as_str()))
+        {
+            return Err(bad_input(format!(
+                "kinds: no event kind is called {unknown:?}; the kinds are {}",
+                domain::EVENT_KINDS.join(", ")
+            )));
         }
-        let first = first.min(version - after);
+        check_text("instance", instance.as_deref())?;
+        let query = EventQuery {
+            kinds: &kinds,
+            instance: instance.as_deref(),
+            window,
+            up_to: self.state.version(),
+            limit,
+        };
         let events = engine(ctx)
-            .events(self.state.uid(), after, Some(first))
+            .session_events(self.state.uid(), &query)
             .await
             .gql()?;
-        Ok(events
-            .into_iter()
-            .filter(|e| e.seq <= version)
-            .map(Event::from)
-            .collect())
+        Ok(events.into_iter().map(Event::from).collect())
     }
 
     /// The session as it was right after event `version` (0: before anything
@@ -247,91 +326,6 @@ impl Session {
             .enumerate()
             .filter(|(_, i)| keep(i))
             .map(|(position, _)| self.instance_view(position))
-            .collect()
-    }
-}
-
-/// A configured task, read from one session view.
-pub struct TaskConfig {
-    state: Arc<SessionState>,
-    name: String,
-    config: Arc<domain::TaskConfig>,
-}
-
-impl TaskConfig {
-    fn in_state(state: &Arc<SessionState>, name: &str) -> Option<Self> {
-        Some(Self {
-            config: state.task_arc(name)?,
-            state: state.clone(),
-            name: name.to_owned(),
-        })
-    }
-}
-
-/// A named rule of a session: which triggers must fire, and what then runs.
-#[Object]
-impl TaskConfig {
-    /// The task name (conventionally `t_...`).
-    async fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Triggers that must all fire before an instance can run; sorted, and
-    /// includes `andEvery`.
-    async fn after(&self) -> &[String] {
-        &self.config.after
-    }
-
-    /// Every firing of this trigger makes (or completes) an instance.
-    async fn and_every(&self) -> Option<&str> {
-        self.config.and_every.as_deref()
-    }
-
-    /// Once all of these fired for an unstarted instance, it is abandoned; sorted.
-    async fn unless(&self) -> &[String] {
-        &self.config.unless
-    }
-
-    /// The handler or job to run.
-    async fn run(&self) -> &str {
-        &self.config.run
-    }
-
-    /// The runner: `inline`, `worker` or `worker:<queue>`; null for the default.
-    async fn using(&self) -> Option<&str> {
-        self.config.using.as_deref()
-    }
-
-    /// Where this server sends its instances: `inline`, or `worker:<queue>`
-    /// (a `run` with no handler here and no `using` goes to `worker:default`).
-    async fn runner(&self, ctx: &Context<'_>) -> String {
-        let has_handler = engine(ctx).registry().contains(&self.config.run);
-        self.config.runner(has_handler).to_string()
-    }
-
-    /// Static kwargs merged under the trigger kwargs when an instance runs.
-    async fn with_params(&self) -> JsonRef<'_> {
-        (&self.config.with_params).into()
-    }
-
-    /// How many times an instance may retry itself.
-    async fn max_retries(&self) -> i64 {
-        i64::from(self.config.max_retries)
-    }
-
-    /// Every other directive, verbatim.
-    async fn extras(&self) -> JsonRef<'_> {
-        (&self.config.extras).into()
-    }
-
-    /// This task's instances in creation order.
-    async fn instances(&self) -> Vec<TaskInstance> {
-        self.state
-            .instances()
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.task == self.name)
-            .map(|(position, _)| TaskInstance::in_state(self.state.clone(), position))
             .collect()
     }
 }
@@ -507,6 +501,23 @@ impl TaskInstance {
         self.inner().parent.as_deref()
     }
 
+    /// The instances replaying this one (their `parent` is this one), in
+    /// creation order.
+    async fn clones(&self, ctx: &Context<'_>) -> Result<Vec<TaskInstance>> {
+        let name = &self.inner().name;
+        let state = match &self.source {
+            InstanceSource::State(state, _) => state.clone(),
+            InstanceSource::Owned { session, .. } => engine(ctx).session(session).await.gql()?,
+        };
+        Ok(state
+            .instances()
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.parent.as_deref() == Some(name.as_str()))
+            .map(|(position, _)| TaskInstance::in_state(state.clone(), position))
+            .collect())
+    }
+
     /// The attempt number: 0 for an original instance, +1 per replay.
     async fn depth(&self) -> i64 {
         i64::from(self.inner().depth)
@@ -533,178 +544,5 @@ impl TaskInstance {
             .await
             .gql()?;
         Ok(self.visible(events))
-    }
-}
-
-/// One event of a session's log.
-pub struct Event(domain::Event);
-
-impl From<domain::Event> for Event {
-    fn from(event: domain::Event) -> Self {
-        Event(event)
-    }
-}
-
-/// A fact of a session's log.
-#[Object]
-impl Event {
-    /// Gap-free per-session sequence number from 1: the session's version after it.
-    async fn seq(&self) -> i64 {
-        int(self.0.seq)
-    }
-
-    /// The event kind (`TriggerFired`, `InstanceFinished`, ...).
-    async fn kind(&self) -> &str {
-        self.0.payload.kind()
-    }
-
-    /// When the decision was taken.
-    async fn at(&self) -> DateTime {
-        self.0.at.into()
-    }
-
-    /// The payload (for `TriggerFired`: `{"trigger": ..., "kwargs": {...}}`).
-    async fn data(&self) -> Json {
-        Json(self.0.payload.to_data())
-    }
-
-    /// The seq of the event that led to this one; null for what a caller did.
-    async fn caused_by(&self) -> Option<i64> {
-        self.0.caused_by.map(int)
-    }
-
-    /// The instance this event is about, if any.
-    async fn instance(&self) -> Option<&str> {
-        self.0.payload.instance()
-    }
-
-    /// The trigger this event is about, if any.
-    async fn trigger(&self) -> Option<&str> {
-        self.0.payload.trigger()
-    }
-}
-
-/// What a `fire` did.
-pub struct FireResult {
-    uid: String,
-    event: domain::Event,
-    scheduled: Vec<String>,
-    abandoned: Vec<String>,
-    duplicate: bool,
-    /// Read only when `session`, `scheduled` or `abandoned` is asked for: most
-    /// callers want the event alone, and a fire should cost one commit.
-    state: tokio::sync::OnceCell<Arc<SessionState>>,
-}
-
-impl FireResult {
-    /// The result of a fire; the session is read after it, on demand.
-    pub fn new(event: domain::Event, result: crate::engine::FireResult) -> Self {
-        Self {
-            uid: result.session,
-            event,
-            scheduled: result.scheduled,
-            abandoned: result.abandoned,
-            duplicate: result.duplicate,
-            state: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn state(&self, ctx: &Context<'_>) -> Result<&Arc<SessionState>> {
-        self.state
-            .get_or_try_init(|| async { engine(ctx).session(&self.uid).await.gql() })
-            .await
-    }
-
-    async fn instances(&self, ctx: &Context<'_>, names: &[String]) -> Result<Vec<TaskInstance>> {
-        let state = self.state(ctx).await?;
-        Ok(names
-            .iter()
-            .filter_map(|name| TaskInstance::named(state, name))
-            .collect())
-    }
-}
-
-/// What a `fire` did.
-#[Object]
-impl FireResult {
-    /// The session after the fire.
-    async fn session(&self, ctx: &Context<'_>) -> Result<Session> {
-        Ok(Session::new(self.state(ctx).await?.clone()))
-    }
-
-    /// The `TriggerFired` event (the first one, for a duplicate).
-    async fn event(&self) -> Event {
-        Event(self.event.clone())
-    }
-
-    /// Instances this fire scheduled (not those of later cascades).
-    async fn scheduled(&self, ctx: &Context<'_>) -> Result<Vec<TaskInstance>> {
-        self.instances(ctx, &self.scheduled).await
-    }
-
-    /// Instances this fire abandoned.
-    async fn abandoned(&self, ctx: &Context<'_>) -> Result<Vec<TaskInstance>> {
-        self.instances(ctx, &self.abandoned).await
-    }
-
-    /// The idempotency key was used before: nothing was appended.
-    async fn duplicate(&self) -> bool {
-        self.duplicate
-    }
-}
-
-/// One row of the `sessions` listing.
-#[derive(SimpleObject)]
-#[graphql(name = "SessionSummary")]
-pub struct SessionSummary {
-    /// The session UID.
-    pub uid: String,
-    /// Its version (seq of its last event).
-    pub version: i64,
-    /// When its last event was decided.
-    pub updated_at: DateTime,
-}
-
-impl From<crate::store::SessionSummary> for SessionSummary {
-    fn from(summary: crate::store::SessionSummary) -> Self {
-        Self {
-            uid: summary.uid,
-            version: int(summary.version),
-            updated_at: summary.updated_at.into(),
-        }
-    }
-}
-
-/// An instance handed to an external worker under a lease.
-#[derive(SimpleObject)]
-#[graphql(name = "TaskClaim")]
-pub struct TaskClaim {
-    /// Names the claim in `heartbeat`, `completeTask`, `failTask` and `skipTask`.
-    pub lease_token: String,
-    /// The session.
-    pub session: String,
-    /// The instance (`<task>#<n>`).
-    pub instance: String,
-    /// The job to run.
-    pub run: String,
-    /// The kwargs to run it with (`withParams` merged under the trigger kwargs).
-    pub kwargs: Json,
-    /// The instance's depth + 1.
-    pub attempt: i64,
-    /// When the lease ends unless renewed with `heartbeat`.
-    pub lease_expires_at: DateTime,
-}
-
-impl From<Claim> for TaskClaim {
-    fn from(claim: Claim) -> Self {
-        Self {
-            lease_token: claim.lease_token,
-            session: claim.session,
-            instance: claim.instance,
-            run: claim.run,
-            kwargs: claim.kwargs.into(),
-            attempt: i64::from(claim.attempt),
-            lease_expires_at: claim.lease_expires_at.into(),
-        }
     }
 }

@@ -22,6 +22,7 @@ use crate::domain::{Event, InstanceStatus};
 #[macro_use]
 mod shared;
 mod admin;
+mod browse;
 mod codec;
 mod group;
 mod location;
@@ -37,6 +38,7 @@ pub mod sqlite;
 mod tests;
 
 pub use admin::{Admin, Append, AppendedEvent, PurgeCandidate, PurgeRecord, QueueStat, RawEvent};
+pub use browse::{EventQuery, EventWindow, RecentSessions};
 pub use location::{redact, sqlite_file};
 pub use open::{open, open_with};
 pub use options::{PostgresOptions, SqliteOptions, StoreOptions, Synchronous, DEFAULT_MAX_GROUP};
@@ -356,6 +358,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sessions ordered by UID, after `after`, at most `first`.
     async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>>;
+
+    /// Sessions most recently updated first (ties by UID, descending), only
+    /// those whose UID starts with `query.prefix`, after the keyset cursor.
+    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>>;
+
+    /// Each of `sessions`' instances counted by status (statuses with none left
+    /// out, the others in [`InstanceStatus::ALL`]'s order), in the order given.
+    async fn instance_counts(
+        &self,
+        sessions: &[String],
+    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>>;
+
+    /// One page of a session's events, filtered by kind and instance, ascending.
+    async fn session_events(
+        &self,
+        session: &str,
+        query: &EventQuery<'_>,
+    ) -> StoreResult<Vec<Event>>;
 
     /// Instances across sessions, ordered by (session, created_seq), filtered by
     /// status (any of, when non-empty) and task, after the `(session, name)` cursor.

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::browse::{self, EventQuery, RecentSessions};
 use super::codec::{decode_event, decode_instance, decode_queue_entry, to_i64, to_u64, Columns};
 use super::group::{GroupStore, Grouped, Writer};
 use super::options::PostgresOptions;
@@ -187,6 +188,37 @@ impl_store!(PostgresStore, Postgres {
             session: session.to_owned(),
             tx,
         }))
+    }
+
+    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>> {
+        let mut select = browse::recent_sessions::<Postgres, _>(query, |at| at);
+        let rows = select.build().fetch_all(&self.pool).await?;
+        rows.iter().map(browse::decode_summary).collect()
+    }
+
+    async fn instance_counts(
+        &self,
+        sessions: &[String],
+    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>> {
+        let rows = match browse::instance_counts::<Postgres>(sessions) {
+            Some(mut select) => select.build().fetch_all(&self.pool).await?,
+            None => Vec::new(),
+        };
+        let rows = rows.iter().map(browse::decode_count);
+        browse::group_counts(sessions, rows.collect::<StoreResult<Vec<_>>>()?)
+    }
+
+    async fn session_events(
+        &self,
+        session: &str,
+        query: &EventQuery<'_>,
+    ) -> StoreResult<Vec<Event>> {
+        let Some((mut select, reverse)) = browse::session_events::<Postgres>(session, query)?
+        else {
+            return Ok(Vec::new());
+        };
+        let rows = select.build().fetch_all(&self.pool).await?;
+        browse::decode_events(session, &rows, reverse)
     }
 
     async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {

@@ -11,7 +11,6 @@
 //! front (waiting up to the busy timeout), never upgraded from a read snapshot
 //! that another writer may have made stale, which SQLite would refuse at once.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,30 +18,32 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
+use super::browse::{self, EventQuery, RecentSessions};
 use super::codec::{
     decode_event, decode_instance, decode_queue_entry, encode_error, parse_timestamp, timestamp,
-    to_i64, to_u64, At, Columns, EventRow,
+    to_i64, to_u64, Columns,
 };
 use super::group::{GroupStore, Grouped, Writer};
 use super::options::{SqliteOptions, Synchronous};
 use super::plan::{self, Decision, Exec, Step, Writes};
 use super::{
-    Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store, StoreError,
-    StoreResult, StoredSnapshot,
+    Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store, StoreResult,
+    StoredSnapshot,
 };
 use crate::domain::{Event, InstanceStatus};
 
 mod admin;
+mod logs;
 mod write;
 
 use super::sql::*;
+use logs::decode_log;
 
 /// Opens every write transaction, taking the write lock at once.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -181,6 +182,36 @@ impl_store!(SqliteStore, Sqlite {
         }))
     }
 
+    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>> {
+        let mut select = browse::recent_sessions::<Sqlite, _>(query, timestamp);
+        let rows = select.build().fetch_all(&self.pool).await?;
+        rows.iter().map(browse::decode_summary).collect()
+    }
+
+    async fn instance_counts(
+        &self,
+        sessions: &[String],
+    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>> {
+        let rows = match browse::instance_counts::<Sqlite>(sessions) {
+            Some(mut select) => select.build().fetch_all(&self.pool).await?,
+            None => Vec::new(),
+        };
+        let rows = rows.iter().map(browse::decode_count);
+        browse::group_counts(sessions, rows.collect::<StoreResult<Vec<_>>>()?)
+    }
+
+    async fn session_events(
+        &self,
+        session: &str,
+        query: &EventQuery<'_>,
+    ) -> StoreResult<Vec<Event>> {
+        let Some((mut select, reverse)) = browse::session_events::<Sqlite>(session, query)? else {
+            return Ok(Vec::new());
+        };
+        let rows = select.build().fetch_all(&self.pool).await?;
+        browse::decode_events(session, &rows, reverse)
+    }
+
     async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
         let list = serde_json::to_string(sessions).map_err(encode_error)?;
         let rows = sqlx::query(SESSION_LOGS)
@@ -294,37 +325,3 @@ impl Columns for SqliteRow {
         text.map(parse_timestamp).transpose()
     }
 }
-
-/// A log as [`SESSION_LOGS`] aggregates it. Each payload is decoded from its
-/// slice of the log's text, without a JSON tree of the log built first.
-fn decode_log(session: &str, log: &str) -> StoreResult<Vec<Event>> {
-    let logged: Vec<LoggedEvent> = serde_json::from_str(log)
-        .map_err(|err| StoreError::Corrupt(format!("log of session {session:?}: {err}")))?;
-    logged
-        .iter()
-        .map(|event: &LoggedEvent| {
-            let LoggedEvent(seq, kind, format, data, caused_by, at) = event;
-            EventRow {
-                seq: *seq,
-                kind: kind.as_ref(),
-                format: *format,
-                data: data.get(),
-                caused_by: *caused_by,
-                at: At::Text(at.as_ref()),
-            }
-            .decode(session)
-        })
-        .collect()
-}
-
-/// An event of an aggregated log: `[seq, kind, format, data, caused_by, at]`,
-/// borrowed from the log's text wherever JSON escaping allows.
-#[derive(serde::Deserialize)]
-struct LoggedEvent<'a>(
-    i64,
-    #[serde(borrow)] Cow<'a, str>,
-    i32,
-    #[serde(borrow)] &'a RawValue,
-    Option<i64>,
-    #[serde(borrow)] Cow<'a, str>,
-);

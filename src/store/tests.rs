@@ -15,6 +15,9 @@ use super::{
 };
 use crate::domain::{Event, EventPayload, InstanceStatus, JsonObject, TriggerRole};
 
+mod browse;
+use browse::*;
+
 /// The variable naming the PostgreSQL database the suite also runs on.
 const POSTGRES_URL_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
 
@@ -73,6 +76,9 @@ conformance!(
     a_decision_that_enqueues_and_leases_leaves_one_leased_row,
     a_decision_whose_lease_fails_writes_nothing,
     an_outcome_reported_under_a_lost_lease_writes_nothing,
+    recent_sessions_come_newest_first_by_prefix_in_pages,
+    instances_are_counted_by_status_per_session,
+    session_events_are_filtered_by_kind_and_instance_and_paged_both_ways,
 );
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {

@@ -8,6 +8,7 @@ mod common;
 mod support;
 
 mod audit;
+mod browsing;
 mod cli;
 mod descriptions;
 mod diagnostics;

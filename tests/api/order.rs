@@ -187,6 +187,10 @@ fn reach(type_name: &str, selection: &str) -> Option<(String, &'static str)> {
             "/session/events",
         ),
         "SessionSummary" => (format!("{{ sessions {{ {selection} }} }}"), "/sessions"),
+        "StatusCount" => (
+            format!("{{ {session} {{ instanceCounts {{ {selection} }} }} }}"),
+            "/session/instanceCounts",
+        ),
         "FireResult" => (
             format!("mutation {{ fire(session: \"{S}\", trigger: \"page\", kwargs: {{n: 9}}) {{ {selection} }} }}"),
             "/fire",
