@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::codec::{timestamp, to_u64, Columns};
 use super::StoreResult;
 
 /// One event as stored.
@@ -151,4 +152,115 @@ pub(super) const UNRESOLVED: &str = "'unstarted', 'scheduled', 'running', 'faile
 /// Age at `now` of a queue's oldest claimable row.
 pub(super) fn age(now: DateTime<Utc>, oldest: Option<DateTime<Utc>>) -> Option<Duration> {
     oldest.map(|at| (now - at).to_std().unwrap_or_default())
+}
+
+/// An export page of every session, after `($1, $2)`, at most `$3` rows.
+pub(super) const EXPORT_ALL: &str = "SELECT session, seq, kind, format, data, caused_by, at \
+     FROM events WHERE session >= $1 AND (session > $1 OR seq > $2) ORDER BY session, seq LIMIT $3";
+
+/// An export page of session `$1` after seq `$2`, at most `$3` rows.
+pub(super) const EXPORT_ONE: &str = "SELECT session, seq, kind, format, data, caused_by, at \
+     FROM events WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+/// What a purge removes of session `$1`, the log first (allowed while its
+/// `purges` row is in progress).
+pub(super) const PURGE_ROWS: [&str; 5] = [
+    "DELETE FROM events WHERE session = $1",
+    "DELETE FROM instances WHERE session = $1",
+    "DELETE FROM queue WHERE session = $1",
+    "DELETE FROM snapshots WHERE session = $1",
+    "DELETE FROM sessions WHERE uid = $1",
+];
+
+/// Every purge record, oldest first.
+pub(super) const PURGES: &str = "SELECT session, events, last_event_at, resolved_before, \
+     purged_at, purged_by FROM purges ORDER BY id";
+
+/// Each queue's claimable rows at `$1`, with the oldest one's availability.
+pub(super) const QUEUE_STATS: &str = "SELECT queue, COUNT(*) AS depth, \
+     MIN(CASE WHEN available_at <= $1 THEN available_at END) AS oldest FROM queue \
+     WHERE lease_token IS NULL OR lease_expires_at <= $1 GROUP BY queue ORDER BY queue";
+
+/// Sessions purgeable before `$1`, by uid after `$2`, at most `$3`.
+pub(super) fn candidates_sql() -> String {
+    format!(
+        "SELECT uid, version, updated_at FROM sessions AS s \
+         WHERE updated_at < $1 AND uid > $2 AND NOT EXISTS \
+         (SELECT 1 FROM instances AS i WHERE i.session = s.uid AND i.status IN ({UNRESOLVED})) \
+         ORDER BY uid LIMIT $3"
+    )
+}
+
+/// Session `$1`, if it is still at `$2` with every instance resolved; `suffix`
+/// is what the backend appends (a row lock).
+pub(super) fn still_purgeable_sql(suffix: &str) -> String {
+    format!(
+        "SELECT uid FROM sessions AS s WHERE uid = $1 AND version = $2 AND NOT EXISTS \
+         (SELECT 1 FROM instances AS i WHERE i.session = s.uid AND i.status IN ({UNRESOLVED})){suffix}"
+    )
+}
+
+/// An exported event row; its time in the one fixed form, whatever the stored spelling.
+pub(super) fn decode_raw_event(row: &impl Columns) -> StoreResult<RawEvent> {
+    Ok(RawEvent {
+        session: row.text("session")?.to_owned(),
+        seq: to_u64(row.int("seq")?, "seq")?,
+        kind: row.text("kind")?.to_owned(),
+        format: row.int32("format")?,
+        data: row.text("data")?.to_owned(),
+        caused_by: row
+            .opt_int("caused_by")?
+            .map(|n| to_u64(n, "causedBy"))
+            .transpose()?,
+        at: timestamp(row.timestamp("at")?),
+    })
+}
+
+/// A row of [`candidates_sql`].
+pub(super) fn decode_candidate(row: &impl Columns) -> StoreResult<PurgeCandidate> {
+    Ok(PurgeCandidate {
+        session: row.text("uid")?.to_owned(),
+        version: to_u64(row.int("version")?, "session version")?,
+        updated_at: row.timestamp("updated_at")?,
+    })
+}
+
+/// A row of [`PURGES`].
+pub(super) fn decode_purge(row: &impl Columns) -> StoreResult<PurgeRecord> {
+    Ok(PurgeRecord {
+        session: row.text("session")?.to_owned(),
+        events: to_u64(row.int("events")?, "purged events")?,
+        last_event_at: row.timestamp("last_event_at")?,
+        resolved_before: row.timestamp("resolved_before")?,
+        purged_at: row.timestamp("purged_at")?,
+        purged_by: row.text("purged_by")?.to_owned(),
+    })
+}
+
+/// A row of [`QUEUE_STATS`] read at `now`.
+pub(super) fn decode_queue_stat(row: &impl Columns, now: DateTime<Utc>) -> StoreResult<QueueStat> {
+    Ok(QueueStat {
+        queue: row.text("queue")?.to_owned(),
+        depth: to_u64(row.int("depth")?, "queue depth")?,
+        oldest_age: age(now, row.opt_timestamp("oldest")?),
+    })
+}
+
+/// The versions of `sessions` in their order from `(uid, version)` rows (0 for
+/// a session with no row).
+pub(super) fn versions_in_order(
+    sessions: &[String],
+    rows: &[impl Columns],
+) -> StoreResult<Vec<u64>> {
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        found.insert(
+            row.text("uid")?,
+            to_u64(row.int("version")?, "session version")?,
+        );
+    }
+    Ok(sessions
+        .iter()
+        .map(|s| found.get(s.as_str()).copied().unwrap_or(0))
+        .collect())
 }

@@ -10,7 +10,12 @@
 //! - `at(DateTime<Utc>)`: a timestamp as the backend binds it;
 //! - `limit(Option<u64>)`: a row limit (none is `-1` on SQLite, NULL on PostgreSQL);
 //! - `write::STEPS`: its SQL for each step of the write plan;
-//! - on the store, `snapshot_turn()`: what a snapshot write waits for first.
+//! - on the store, `snapshot_turn()`: what a snapshot write waits for first;
+//! - for [`Admin`](super::Admin): `keys(&[String])` (a list of keys as one
+//!   parameter), `admin_tx()` (a write transaction, with what must be held
+//!   while it is open), `guard_appends` (each append's version guard in that
+//!   transaction), `insert_events` (one chunk of events), `INSERT_CHUNK`,
+//!   `RECORD_PURGE`, `PURGES_DONE` and `STILL_PURGEABLE_SUFFIX`.
 
 /// The SQL of each [`Step`](super::plan::Step) from the constants of the
 /// module it is expanded in, with `lock` (`None` where the backend needs none).
@@ -336,4 +341,124 @@ macro_rules! write_group_in {
             }
         }
     }};
+}
+
+/// `impl Admin for $store` on the backend's statements, their order and the
+/// decoding written once.
+macro_rules! impl_admin {
+    ($store:ty) => {
+        #[async_trait]
+        impl Admin for $store {
+            async fn append(&self, appends: &[Append]) -> StoreResult<()> {
+                let appends: Vec<&Append> =
+                    appends.iter().filter(|a| !a.events.is_empty()).collect();
+                if appends.is_empty() {
+                    return Ok(());
+                }
+                let (_held, mut tx) = self.admin_tx().await?;
+                guard_appends(&mut tx, &appends).await?;
+                let events: Vec<&AppendedEvent> = appends.iter().flat_map(|a| &a.events).collect();
+                for chunk in events.chunks(INSERT_CHUNK) {
+                    insert_events(&mut tx, chunk).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn export_page(
+                &self,
+                only: Option<&str>,
+                after: (&str, u64),
+                limit: u32,
+            ) -> StoreResult<Vec<RawEvent>> {
+                let query = match only {
+                    Some(session) => sqlx::query(EXPORT_ONE).bind(session),
+                    None => sqlx::query(EXPORT_ALL).bind(after.0),
+                };
+                let rows = query
+                    .bind(to_i64(after.1)?)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(decode_raw_event).collect()
+            }
+
+            async fn versions(&self, sessions: &[String]) -> StoreResult<Vec<u64>> {
+                let rows = sqlx::query(VERSIONS)
+                    .bind(keys(sessions)?)
+                    .fetch_all(&self.pool)
+                    .await?;
+                versions_in_order(sessions, &rows)
+            }
+
+            async fn purge_candidates(
+                &self,
+                before: DateTime<Utc>,
+                after: &str,
+                limit: u32,
+            ) -> StoreResult<Vec<PurgeCandidate>> {
+                let rows = sqlx::query(&candidates_sql())
+                    .bind(at(before))
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(decode_candidate).collect()
+            }
+
+            async fn purge(
+                &self,
+                sessions: &[PurgeCandidate],
+                resolved_before: DateTime<Utc>,
+                by: &str,
+            ) -> StoreResult<Vec<String>> {
+                let (_held, mut tx) = self.admin_tx().await?;
+                let still = still_purgeable_sql(STILL_PURGEABLE_SUFFIX);
+                let now = crate::engine::now();
+                let mut purged = Vec::with_capacity(sessions.len());
+                for candidate in sessions {
+                    let found = sqlx::query(&still)
+                        .bind(&candidate.session)
+                        .bind(to_i64(candidate.version)?)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if found.is_none() {
+                        continue;
+                    }
+                    sqlx::query(RECORD_PURGE)
+                        .bind(&candidate.session)
+                        .bind(to_i64(candidate.version)?)
+                        .bind(at(candidate.updated_at))
+                        .bind(at(resolved_before))
+                        .bind(at(now))
+                        .bind(by)
+                        .execute(&mut *tx)
+                        .await?;
+                    for sql in PURGE_ROWS {
+                        sqlx::query(sql)
+                            .bind(&candidate.session)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    purged.push(candidate.session.clone());
+                }
+                sqlx::query(PURGES_DONE).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(purged)
+            }
+
+            async fn purges(&self) -> StoreResult<Vec<PurgeRecord>> {
+                let rows = sqlx::query(PURGES).fetch_all(&self.pool).await?;
+                rows.iter().map(decode_purge).collect()
+            }
+
+            async fn queue_stats(&self, now: DateTime<Utc>) -> StoreResult<Vec<QueueStat>> {
+                let rows = sqlx::query(QUEUE_STATS)
+                    .bind(at(now))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|row| decode_queue_stat(row, now)).collect()
+            }
+        }
+    };
 }
