@@ -231,3 +231,13 @@ pub(crate) const SELF_SKIPPING: &str = "triggers.testing.SelfSkipping";
 pub(crate) const SELF_RETRYING: &str = "triggers.testing.SelfRetrying";
 /// A `run` no handler is registered for: such tasks go to the worker queue.
 pub(crate) const EXTERNAL: &str = "app.ExternalJob";
+
+/// An instance's timestamp for `key`.
+pub(crate) fn ts(inst: &triggers::domain::Instance, key: &str) -> chrono::DateTime<chrono::Utc> {
+    let raw = inst.metadata["timestamps"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{} has no timestamp {key}", inst.name));
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .unwrap_or_else(|e| panic!("timestamp {key} = {raw:?} is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
+}
