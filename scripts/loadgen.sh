@@ -84,7 +84,7 @@ run_against() {
         echo "$out"
         fires=$(grep -o 'fires [0-9]*' <<<"$out" | head -n 1 | awk '{ print $2 }')
         awk -v b="$before" -v a="$after" -v t="$ticks_per_second" -v f="$fires" -v n="$n" \
-            'BEGIN { s = (a - b) / t; printf "clients %s  server CPU %.2f s  per fire %.0f us\n", n, s, f > 0 ? s * 1e6 / f : 0 }'
+            'BEGIN { s = (a - b) / t; printf "clients %s  server CPU %.2f s  per fire %.0f us\n", n, s, (f > 0 ? s * 1e6 / f : 0) }'
     done
     stop_server
 }
