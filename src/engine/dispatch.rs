@@ -59,17 +59,25 @@ pub(crate) struct Prestarted {
     permit: OwnedSemaphorePermit,
 }
 
+/// What [`prestart`] started within a decision.
+#[derive(Default)]
+pub(crate) struct Prestart {
+    /// The runs to spawn once the decision is committed.
+    pub(crate) runs: Vec<Prestarted>,
+    /// Their leases, committed after the queue rows are written.
+    pub(crate) lease_ops: Vec<QueueOp>,
+}
+
 /// Starts, within the current decision, the inline instances it scheduled for
 /// immediate running, as far as free run permits allow; the rest are started by
-/// the ordinary path. Returns them with the lease ops to commit after the queue
-/// rows are written.
+/// the ordinary path.
 pub(crate) fn prestart(
     decider: &mut Decider<'_>,
     permits: &Arc<Semaphore>,
     owner: &str,
     lease: Duration,
     at: DateTime<Utc>,
-) -> (Vec<Prestarted>, Vec<QueueOp>) {
+) -> Prestart {
     let candidates: Vec<String> = decider
         .events()
         .iter()
@@ -82,8 +90,7 @@ pub(crate) fn prestart(
             _ => None,
         })
         .collect();
-    let mut started = Vec::new();
-    let mut ops = Vec::new();
+    let mut prestart = Prestart::default();
     for instance in candidates {
         if decider.state().instance(&instance).map(|i| i.status) != Some(InstanceStatus::Scheduled)
         {
@@ -101,10 +108,12 @@ pub(crate) fn prestart(
         ) else {
             continue;
         };
-        ops.push(lease_op(&instance, owner, &token, at, lease, None));
-        started.push(Prestarted { job, token, permit });
+        prestart
+            .lease_ops
+            .push(lease_op(&instance, owner, &token, at, lease, None));
+        prestart.runs.push(Prestarted { job, token, permit });
     }
-    (started, ops)
+    prestart
 }
 
 /// Counts an inline run in flight for as long as it lives.
