@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::MutexGuard;
 
 use super::cache::Slot;
-use super::dispatch::{self, Prestart, Prestarted};
+use super::inline::{self, Prestart, Prestarted};
 use super::{instance_row, now, Committed, Engine, Executed, FireResult, Result};
 use crate::domain::{
     Decider, DomainError, Event, EventPayload, FireOutcome, InstanceStatus, Runner, SessionState,
@@ -119,13 +119,7 @@ impl Engine {
         let mut decider = Decider::new(state, now, &resolver);
         let value = decide(&mut decider);
         let prestart = match value {
-            Ok(_) => dispatch::prestart(
-                &mut decider,
-                &self.inner.permits,
-                &self.inner.options.process_id,
-                self.inner.options.inline_lease,
-                now,
-            ),
+            Ok(_) => inline::prestart(&mut decider, &self.inner.permits, &self.inner.options, now),
             Err(_) => Prestart::default(),
         };
         let (events, fires) = decider.finish();
@@ -206,7 +200,7 @@ impl Engine {
         plan: Plan<T>,
     ) -> Executed<T> {
         self.maybe_snapshot(session, &mut slot).await;
-        let to_run = dispatch::inline_work(slot.state.as_deref().expect("loaded"), &plan.events);
+        let to_run = inline::inline_work(slot.state.as_deref().expect("loaded"), &plan.events);
         drop(slot);
         self.spawn_prestarted(session, plan.prestarted);
         let _ = self.inner.committed.send(Arc::new(Committed {

@@ -12,7 +12,10 @@
 //! - `commands.rs`: configure, fire and the manual changes (the write API);
 //! - `queries.rs`: reads, history and rebuild;
 //! - `execute.rs`: the pipeline every write goes through;
-//! - `dispatch.rs`: inline runs, leases, recovery and the sweeper;
+//! - `inline.rs`: the inline runner (handlers in this process, under a lease);
+//! - `lease.rs`: the [`Lease`](lease::Lease) runners hold on queue rows;
+//! - `report.rs`: how a run ended, recorded under its lease;
+//! - `recovery.rs`: work left by a crashed process, and the lease sweeper;
 //! - `workers.rs`: the external worker protocol (claim, heartbeat, report);
 //! - `handler.rs`, `hooks.rs`: what applications plug in;
 //! - `cache.rs`, `observe.rs`, `builder.rs`, `error.rs`: the plumbing.
@@ -20,13 +23,16 @@
 mod builder;
 mod cache;
 mod commands;
-mod dispatch;
 mod error;
 mod execute;
 mod handler;
 mod hooks;
+mod inline;
+mod lease;
 mod observe;
 mod queries;
+mod recovery;
+mod report;
 mod workers;
 
 use std::sync::Arc;
@@ -168,7 +174,7 @@ impl Engine {
             engine.recover().await;
         }
         if let Some(interval) = engine.inner.options.sweep_interval {
-            dispatch::start_sweeper(&engine, interval);
+            recovery::start_sweeper(&engine, interval);
         }
         engine
     }
