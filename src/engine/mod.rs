@@ -1,22 +1,38 @@
-//! The engine: load -> decide -> append -> dispatch.
+//! The engine: every command runs as load -> decide -> plan -> commit ->
+//! publish (`execute.rs`), under its session's in-process lock.
 //!
-//! Every command runs under its session's in-process lock: the cached state is
-//! brought up to date (snapshot + later events), the domain decides and emits
-//! events, and the events commit in one transaction together with the projection
-//! rows and queue rows they imply, if the session is still at the version the
-//! decision was taken on. A writer that lost the race (another process on the
-//! same PostgreSQL) gets a conflict and re-decides on fresh state. After the
-//! commit, inline instances are dispatched, subscribers notified and hooks run.
+//! The cached state is brought up to date (snapshot + later events), the domain
+//! decides and emits events, and the events commit in one transaction together
+//! with the projection rows and queue rows they imply, if the session is still
+//! at the version the decision was taken on. A writer that lost the race
+//! (another process on the same PostgreSQL) gets a conflict and re-decides on
+//! fresh state. After the commit, inline instances are dispatched, subscribers
+//! notified and hooks run.
+//!
+//! - `commands.rs`: configure, fire and the manual changes (the write API);
+//! - `queries.rs`: reads, history and rebuild;
+//! - `execute.rs`: the pipeline every write goes through;
+//! - `inline.rs`: the inline runner (handlers in this process, under a lease);
+//! - `lease.rs`: the [`Lease`](lease::Lease) runners hold on queue rows;
+//! - `report.rs`: how a run ended, recorded under its lease;
+//! - `recovery.rs`: work left by a crashed process, and the lease sweeper;
+//! - `workers.rs`: the external worker protocol (claim, heartbeat, report);
+//! - `handler.rs`, `hooks.rs`: what applications plug in;
+//! - `cache.rs`, `observe.rs`, `builder.rs`, `error.rs`: the plumbing.
 
 mod builder;
 mod cache;
 mod commands;
-mod dispatch;
 mod error;
+mod execute;
 mod handler;
 mod hooks;
+mod inline;
+mod lease;
 mod observe;
 mod queries;
+mod recovery;
+mod report;
 mod workers;
 
 use std::sync::Arc;
@@ -26,10 +42,8 @@ use chrono::{DateTime, DurationRound, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{broadcast, watch, Semaphore};
 
-use crate::domain::{
-    Decider, DomainError, Event, EventPayload, FireOutcome, InstanceStatus, Runner, SessionState,
-};
-use crate::store::{Commit, InstanceRow, QueueOp, Store, StoreError, StoredSnapshot};
+use crate::domain::{Decider, DomainError, Event};
+use crate::store::{InstanceRow, QueueOp, Store, StoreError};
 
 pub use builder::EngineBuilder;
 pub use commands::{Configured, FireResult};
@@ -39,7 +53,7 @@ pub use hooks::{FinalizeSession, Hook};
 pub use queries::RebuildReport;
 pub use workers::{Claim, DEFAULT_LEASE_SECONDS, MAX_CLAIM, MAX_LEASE_SECONDS};
 
-use cache::{Cache, Slot};
+use cache::Cache;
 
 /// How many times a command re-decides after losing a version race.
 const MAX_ATTEMPTS: usize = 64;
@@ -160,7 +174,7 @@ impl Engine {
             engine.recover().await;
         }
         if let Some(interval) = engine.inner.options.sweep_interval {
-            dispatch::start_sweeper(&engine, interval);
+            recovery::start_sweeper(&engine, interval);
         }
         engine
     }
@@ -217,8 +231,11 @@ impl Engine {
         }
     }
 
-    /// Runs one command on a session: decide on the current state, commit, retry on
-    /// a version conflict, then dispatch, notify and run hooks.
+    /// Runs one command on a session through the pipeline of `execute.rs`:
+    /// load, decide, plan, commit, publish. A refusal decided on a stale cache
+    /// is decided again on the log; a commit that lost a version race is
+    /// decided again under the session's write lock, so that a writer that keeps
+    /// losing races to another process makes progress.
     pub(crate) async fn execute<T>(
         &self,
         session: &str,
@@ -227,98 +244,39 @@ impl Engine {
     ) -> Result<Executed<T>> {
         let slot = self.inner.cache.slot(session);
         let mut slot = slot.lock().await;
-        // After a version conflict, re-decide holding the session's write lock:
-        // a writer that keeps losing races to another process makes progress.
         let mut under_lock = false;
         for _ in 0..MAX_ATTEMPTS {
-            self.ensure_loaded(session, &mut slot).await?;
-            let mut locked = None;
-            if under_lock {
-                let mut lock = self.inner.store.lock_session(session).await?;
-                let known = slot.state.as_ref().expect("loaded above").version();
-                let newer = lock.events_after(known).await?;
-                apply_newer(&mut slot, &newer)?;
-                locked = Some(lock);
-            }
-            let now = now();
-            let state = slot.state.as_mut().expect("loaded above");
-            let expected_version = state.version();
-            let state = Arc::make_mut(state);
-            let resolver = |run: &str| self.inner.registry.contains(run);
-            let mut decider = Decider::new(state, now, &resolver);
-            let decided = decide(&mut decider);
-            let (prestarted, lease_ops) = match decided {
-                Ok(_) => dispatch::prestart(
-                    &mut decider,
-                    &self.inner.permits,
-                    &self.inner.options.process_id,
-                    self.inner.options.inline_lease,
-                    now,
-                ),
-                Err(_) => Default::default(),
-            };
-            let (events, fires) = decider.finish();
-            let value = match decided {
-                Ok(value) => value,
-                Err(err) => {
-                    if !events.is_empty() {
-                        // A rule refused half-way: the state holds uncommitted events.
-                        slot.state = None;
-                    }
-                    // The refusal may come from a stale cache (another process
-                    // appended since): decide again on the current log if so.
-                    // (Under the lock, the state is the log's.)
-                    if locked.is_none()
-                        && self.inner.store.version(session).await? != expected_version
+            let locked = self.load(session, &mut slot, under_lock).await?;
+            let decision = match self.decide(&mut slot, &mut decide) {
+                Ok(decision) => decision,
+                Err(refusal) => {
+                    let locked = locked.is_some();
+                    if self
+                        .refused_on_stale_state(session, &mut slot, locked, &refusal)
+                        .await?
                     {
-                        self.catch_up(session, &mut slot).await?;
                         continue;
                     }
-                    return Err(err.into());
+                    return Err(refusal.error.into());
                 }
             };
-            if events.is_empty() {
-                return Ok(Executed { value, events });
+            if decision.events.is_empty() {
+                return Ok(Executed {
+                    value: decision.value,
+                    events: decision.events,
+                });
             }
             let state = slot.state.as_deref().expect("loaded above");
-            let mut queue = ops(now);
-            let instances = self.projection_rows(session, state, &events, &mut queue);
-            queue.extend(lease_ops);
-            let commit = Commit {
-                session,
-                expected_version,
-                events: &events,
-                instances,
-                queue,
-            };
-            let committed = {
-                // Until the commit has landed, the cached state holds events that
-                // may never be committed. If this future is dropped mid-commit (a
-                // client went away), the guard forgets the state.
-                let mut uncommitted = ForgetOnDrop(Some(&mut slot.state));
-                let committed = match locked {
-                    Some(locked) => locked.commit(commit).await,
-                    None => self.inner.store.commit(commit).await,
-                };
-                if committed.is_ok() {
-                    uncommitted.0 = None;
-                }
-                committed
-            };
-            match committed {
-                Ok(()) => {
-                    self.maybe_snapshot(session, &mut slot).await;
-                    let to_run =
-                        dispatch::inline_work(slot.state.as_deref().expect("loaded"), &events);
-                    drop(slot);
-                    self.spawn_prestarted(session, prestarted);
-                    self.after_commit(session, &events, &fires, to_run).await;
-                    return Ok(Executed { value, events });
-                }
+            let mut plan = execute::plan(session, state, decision, &ops);
+            match self
+                .commit(session, &mut slot.state, locked, &mut plan)
+                .await
+            {
+                Ok(()) => return Ok(self.publish(session, slot, plan).await),
                 Err(StoreError::Conflict { .. }) => {
                     tracing::debug!(
                         session,
-                        expected_version,
+                        expected_version = plan.expected_version,
                         "version conflict; re-deciding on fresh state under the session's lock"
                     );
                     slot.state = None;
@@ -331,223 +289,6 @@ impl Engine {
             }
         }
         Err(Error::Contended(session.to_owned()))
-    }
-
-    /// Loads the session's state if the slot has none: latest snapshot + later events.
-    async fn ensure_loaded(&self, session: &str, slot: &mut Slot) -> Result<()> {
-        if slot.state.is_some() {
-            return Ok(());
-        }
-        let store = &self.inner.store;
-        let (mut state, snapshot_version) = match store.snapshot(session).await? {
-            Some(snapshot) => match SessionState::from_snapshot(&snapshot.state) {
-                Ok(state) if state.version() == snapshot.version => (state, snapshot.version),
-                Ok(_) | Err(_) => {
-                    tracing::warn!(
-                        session,
-                        "ignoring an unreadable snapshot; folding the whole log"
-                    );
-                    (SessionState::new(session), 0)
-                }
-            },
-            None => (SessionState::new(session), 0),
-        };
-        for event in store.events(session, state.version(), None).await? {
-            state.apply(&event)?;
-        }
-        slot.snapshot_version = snapshot_version;
-        slot.state = Some(Arc::new(state));
-        Ok(())
-    }
-
-    /// Brings a cached state up to the log (another process may have appended).
-    async fn catch_up(&self, session: &str, slot: &mut Slot) -> Result<()> {
-        self.ensure_loaded(session, slot).await?;
-        let known = slot.state.as_ref().expect("loaded above").version();
-        let newer = self.inner.store.events(session, known, None).await?;
-        apply_newer(slot, &newer)
-    }
-
-    /// The instance rows the events touched, and the queue changes they imply:
-    /// an instance that ends the batch `scheduled` (newly, or back from a lease) is
-    /// enqueued; one that left scheduled/running is removed. Leases are taken by
-    /// the caller's own ops, which run first.
-    fn projection_rows(
-        &self,
-        session: &str,
-        state: &SessionState,
-        events: &[Event],
-        queue: &mut Vec<QueueOp>,
-    ) -> Vec<InstanceRow> {
-        // (instance, made claimable at, left the queue, newly scheduled)
-        let mut touched: Vec<(&str, Option<DateTime<Utc>>, bool, bool)> = Vec::new();
-        for event in events {
-            let Some(name) = event.payload.instance() else {
-                continue;
-            };
-            let position = match touched.iter().position(|(n, ..)| *n == name) {
-                Some(position) => position,
-                None => {
-                    touched.push((name, None, false, false));
-                    touched.len() - 1
-                }
-            };
-            let entry = &mut touched[position];
-            match &event.payload {
-                EventPayload::InstanceScheduled { not_before, .. } => {
-                    entry.1 = Some(not_before.unwrap_or(event.at));
-                    entry.3 = true;
-                }
-                EventPayload::InstanceLeaseExpired { .. } => entry.1 = Some(event.at),
-                EventPayload::InstanceStatusChanged { .. } => {
-                    entry.1 = Some(event.at);
-                    entry.2 = true;
-                }
-                EventPayload::InstanceFinished { .. }
-                | EventPayload::InstanceFailed { .. }
-                | EventPayload::InstanceSkipped { .. } => entry.2 = true,
-                _ => {}
-            }
-        }
-        let mut rows = Vec::with_capacity(touched.len());
-        for (name, scheduled_at, left, newly) in touched {
-            let Some(inst) = state.instance(name) else {
-                continue;
-            };
-            // An instance started in the commit that scheduled it still needs its
-            // row: the lease ops that follow take it.
-            let enqueue = match inst.status {
-                InstanceStatus::Scheduled => true,
-                InstanceStatus::Running => newly,
-                _ => false,
-            };
-            match (enqueue, scheduled_at) {
-                (true, Some(available_at)) => queue.push(QueueOp::Enqueue {
-                    instance: name.to_owned(),
-                    queue: inst
-                        .runner
-                        .as_ref()
-                        .map_or(Runner::DEFAULT_QUEUE, Runner::queue_name)
-                        .to_owned(),
-                    run: state
-                        .task(&inst.task)
-                        .map(|t| t.run.clone())
-                        .unwrap_or_default(),
-                    available_at,
-                }),
-                _ if left && inst.status != InstanceStatus::Scheduled => {
-                    queue.push(QueueOp::Remove {
-                        instance: name.to_owned(),
-                    })
-                }
-                _ => {}
-            }
-            rows.push(instance_row(session, inst));
-        }
-        rows
-    }
-
-    /// Saves a snapshot when enough events accumulated since the last one. Cost is
-    /// proportional to the state, so the interval grows with it: amortised O(1).
-    async fn maybe_snapshot(&self, session: &str, slot: &mut Slot) {
-        let Some(state) = slot.state.as_deref() else {
-            return;
-        };
-        let due = self
-            .inner
-            .options
-            .snapshot_every
-            .max(state.instances().len() as u64);
-        if state.version() - slot.snapshot_version < due {
-            return;
-        }
-        let snapshot = StoredSnapshot {
-            version: state.version(),
-            state: state.to_snapshot(),
-        };
-        match self.inner.store.save_snapshot(session, &snapshot).await {
-            Ok(()) => slot.snapshot_version = snapshot.version,
-            Err(err) => {
-                tracing::warn!(session, error = %err, "could not save a snapshot (it is only an optimisation)")
-            }
-        }
-    }
-
-    async fn after_commit(
-        &self,
-        session: &str,
-        events: &[Event],
-        fires: &[FireOutcome],
-        to_run: Vec<dispatch::InlineWork>,
-    ) {
-        let _ = self.inner.committed.send(Arc::new(Committed {
-            session: session.to_owned(),
-            events: events.to_vec(),
-        }));
-        for work in to_run {
-            self.spawn_inline(session.to_owned(), work);
-        }
-        if self.inner.hooks.is_empty() {
-            return;
-        }
-        for fire in fires {
-            let result = FireResult::from_outcome(session, fire, events);
-            for hook in &self.inner.hooks {
-                hook.after_fire(self, session, &result).await;
-            }
-        }
-        for event in events {
-            match &event.payload {
-                EventPayload::InstanceReplayed {
-                    instance, clone, ..
-                } => {
-                    for hook in &self.inner.hooks {
-                        hook.after_replay(self, session, instance, clone).await;
-                    }
-                }
-                EventPayload::InstanceSkipped { instance, .. } => {
-                    for hook in &self.inner.hooks {
-                        hook.after_skip(self, session, instance).await;
-                    }
-                }
-                EventPayload::InstanceStatusChanged {
-                    instance, status, ..
-                } => {
-                    for hook in &self.inner.hooks {
-                        hook.after_status_change(self, session, instance, *status)
-                            .await;
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Folds events others committed into the slot's (loaded) state; a log that does
-/// not fold leaves the slot empty.
-fn apply_newer(slot: &mut Slot, newer: &[Event]) -> Result<()> {
-    if newer.is_empty() {
-        return Ok(());
-    }
-    let state = Arc::make_mut(slot.state.as_mut().expect("loaded"));
-    for event in newer {
-        if let Err(err) = state.apply(event) {
-            slot.state = None;
-            return Err(err.into());
-        }
-    }
-    Ok(())
-}
-
-/// Forgets a cached state when dropped while armed (`Some`): see `execute`.
-struct ForgetOnDrop<'a>(Option<&'a mut Option<Arc<SessionState>>>);
-
-impl Drop for ForgetOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(state) = self.0.take() {
-            *state = None;
-        }
     }
 }
 

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::commands::{object_or_empty, optional_object};
-use super::dispatch::{lease_op, Report};
+use super::lease::Lease;
+use super::report::Report;
 use super::{now, Engine, Error, Result};
 use crate::domain::decide::Failure;
 use crate::domain::{Instance, JsonObject, Runner};
@@ -122,23 +123,23 @@ impl Engine {
         row: &QueueEntry,
         lease: Duration,
     ) -> Result<Option<Claim>> {
-        let token = uuid::Uuid::new_v4().to_string();
+        let lease = Lease::fresh(worker, lease);
         let mut expires = now();
         let started = self
             .execute(
                 &row.session,
                 |d| {
-                    expires = now() + chrono::Duration::from_std(lease).unwrap_or_default();
+                    expires = lease.ends(now());
                     d.start(&row.instance, Some(worker.to_owned()), Some(expires), true)
                 },
-                |at| vec![lease_op(&row.instance, worker, &token, at, lease, None)],
+                |at| vec![lease.take(&row.instance, at)],
             )
             .await;
         match started {
             Ok(executed) => {
                 let job = executed.value;
                 Ok(Some(Claim {
-                    lease_token: token,
+                    lease_token: lease.token,
                     session: row.session.clone(),
                     instance: job.instance,
                     run: job.run,
@@ -158,21 +159,16 @@ impl Engine {
         lease_token: &str,
         lease_seconds: Option<u32>,
     ) -> Result<DateTime<Utc>> {
-        let lease = lease_duration(lease_seconds)?;
+        let duration = lease_duration(lease_seconds)?;
         let row = self.live_lease(lease_token).await?;
-        let at = now();
-        let op = lease_op(
-            &row.instance,
-            row.lease_owner.as_deref().unwrap_or_default(),
-            lease_token,
-            at,
-            lease,
-            Some(lease_token),
-        );
-        let expires = match &op {
-            crate::store::QueueOp::Lease { expires_at, .. } => *expires_at,
-            _ => unreachable!("lease_op builds a lease"),
+        let lease = Lease {
+            owner: row.lease_owner.clone().unwrap_or_default(),
+            token: lease_token.to_owned(),
+            duration,
         };
+        let at = now();
+        let expires = lease.ends(at);
+        let op = lease.renew(&row.instance, at);
         self.inner
             .store
             .commit(Commit {
@@ -250,21 +246,18 @@ impl Engine {
 
     async fn report_lease(&self, lease_token: &str, report: Report) -> Result<(String, Instance)> {
         let row = self.live_lease(lease_token).await?;
-        let owner = row.lease_owner.clone().unwrap_or_default();
-        let remaining = row
-            .lease_expires_at
-            .and_then(|e| (e - now()).to_std().ok())
-            .unwrap_or(Duration::from_secs(1));
-        self.report(
-            &row.session,
-            &row.instance,
-            report,
-            &owner,
-            lease_token,
-            remaining,
-        )
-        .await
-        .map(|instance| (row.session, instance))
+        // Reporting keeps the lease to its end, no longer.
+        let lease = Lease {
+            owner: row.lease_owner.clone().unwrap_or_default(),
+            token: lease_token.to_owned(),
+            duration: row
+                .lease_expires_at
+                .and_then(|e| (e - now()).to_std().ok())
+                .unwrap_or(Duration::from_secs(1)),
+        };
+        self.report(&row.session, &row.instance, report, &lease)
+            .await
+            .map(|instance| (row.session, instance))
     }
 
     /// The queue row of a lease that is still held.
