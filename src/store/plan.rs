@@ -312,6 +312,8 @@ pub(super) async fn write_group(
         (0..group.len()).filter(|&i| outcomes[i].is_ok()).collect()
     };
 
+    // Session rows before queue rows (the checks below), in one order, in
+    // every writer.
     let guarded: Vec<usize> = standing(&outcomes)
         .into_iter()
         .filter(|&i| group[i].guard.is_some() && group[i].expected_version > 0)
@@ -332,17 +334,6 @@ pub(super) async fn write_group(
         }
     }
     if !checks.is_empty() {
-        // Session rows before queue rows, in one order, in every writer.
-        let guarded: Vec<usize> = standing(&outcomes)
-            .into_iter()
-            .filter(|&i| group[i].guard.is_some() && group[i].expected_version > 0)
-            .collect();
-        if !guarded.is_empty() {
-            let mut uids: Vec<&str> = guarded.iter().map(|&i| group[i].session.as_str()).collect();
-            uids.sort_unstable();
-            let rows: Vec<_> = uids.iter().map(|uid| Uid { uid }).collect();
-            exec.run(Step::Lock, to_json(&rows)?).await?;
-        }
         let rows: Vec<_> = checks
             .iter()
             .enumerate()

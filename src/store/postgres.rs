@@ -190,37 +190,6 @@ impl_store!(PostgresStore, Postgres {
         }))
     }
 
-    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>> {
-        let mut select = browse::recent_sessions::<Postgres, _>(query, |at| at);
-        let rows = select.build().fetch_all(&self.pool).await?;
-        rows.iter().map(browse::decode_summary).collect()
-    }
-
-    async fn instance_counts(
-        &self,
-        sessions: &[String],
-    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>> {
-        let rows = match browse::instance_counts::<Postgres>(sessions) {
-            Some(mut select) => select.build().fetch_all(&self.pool).await?,
-            None => Vec::new(),
-        };
-        let rows = rows.iter().map(browse::decode_count);
-        browse::group_counts(sessions, rows.collect::<StoreResult<Vec<_>>>()?)
-    }
-
-    async fn session_events(
-        &self,
-        session: &str,
-        query: &EventQuery<'_>,
-    ) -> StoreResult<Vec<Event>> {
-        let Some((mut select, reverse)) = browse::session_events::<Postgres>(session, query)?
-        else {
-            return Ok(Vec::new());
-        };
-        let rows = select.build().fetch_all(&self.pool).await?;
-        browse::decode_events(session, &rows, reverse)
-    }
-
     async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
         let rows = sqlx::query(SESSION_LOGS)
             .bind(sessions)
@@ -255,7 +224,7 @@ impl_locked_session!(LockedPg, PgExec);
 /// The write plan's statements on one connection.
 struct PgExec<'c>(&'c mut PgConnection);
 
-impl_exec!(PgExec {
+impl_exec!(PgExec, Postgres {
     async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>> {
         let rows = |rows: &Option<String>| rows.as_deref().unwrap_or("[]").to_owned();
         plan::count_statements(1);

@@ -64,6 +64,36 @@ macro_rules! impl_store {
             self.writer.commit(self, decision, self.timeout).await
         }
 
+        async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>> {
+            let mut select = browse::recent_sessions::<$db, _>(query, at);
+            let rows = select.build().fetch_all(&self.pool).await?;
+            rows.iter().map(browse::decode_summary).collect()
+        }
+
+        async fn instance_counts(
+            &self,
+            sessions: &[String],
+        ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>> {
+            let rows = match browse::instance_counts::<$db>(sessions) {
+                Some(mut select) => select.build().fetch_all(&self.pool).await?,
+                None => Vec::new(),
+            };
+            let rows = rows.iter().map(browse::decode_count);
+            browse::group_counts(sessions, rows.collect::<StoreResult<Vec<_>>>()?)
+        }
+
+        async fn session_events(
+            &self,
+            session: &str,
+            query: &EventQuery<'_>,
+        ) -> StoreResult<Vec<Event>> {
+            let Some((mut select, reverse)) = browse::session_events::<$db>(session, query)? else {
+                return Ok(Vec::new());
+            };
+            let rows = select.build().fetch_all(&self.pool).await?;
+            browse::decode_events(session, &rows, reverse)
+        }
+
         async fn version(&self, session: &str) -> StoreResult<u64> {
             let version: Option<i64> = sqlx::query_scalar(SESSION_VERSION)
                 .bind(session)
@@ -246,33 +276,35 @@ macro_rules! impl_store {
 /// steps on the connection in `self.0`, with the SQL of `write::STEPS` (a step the backend has no SQL for
 /// answers `None` and sends nothing).
 macro_rules! impl_exec {
-    ($exec:ident { $($own:tt)* }) => {
+    ($exec:ident, $db:ty { $($own:tt)* }) => {
+    impl $exec<'_> {
+        /// A step that answers one column, `None` where the backend has no such step.
+        async fn scalars<T>(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<T>>>
+        where
+            T: for<'r> sqlx::Decode<'r, $db> + sqlx::Type<$db> + Send + Unpin,
+        {
+            let Some(sql) = write::STEPS.of(step) else {
+                return Ok(None);
+            };
+            plan::count_statements(1);
+            let values = sqlx::query_scalar(sql)
+                .bind(rows)
+                .fetch_all(&mut *self.0)
+                .await?;
+            Ok(Some(values))
+        }
+    }
+
     #[async_trait]
     impl Exec for $exec<'_> {
         $($own)*
 
         async fn ints(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<i64>>> {
-            let Some(sql) = write::STEPS.of(step) else {
-                return Ok(None);
-            };
-            plan::count_statements(1);
-            let ints = sqlx::query_scalar(sql)
-                .bind(rows)
-                .fetch_all(&mut *self.0)
-                .await?;
-            Ok(Some(ints))
+            self.scalars(step, rows).await
         }
 
         async fn texts(&mut self, step: Step, rows: String) -> StoreResult<Option<Vec<String>>> {
-            let Some(sql) = write::STEPS.of(step) else {
-                return Ok(None);
-            };
-            plan::count_statements(1);
-            let texts = sqlx::query_scalar(sql)
-                .bind(rows)
-                .fetch_all(&mut *self.0)
-                .await?;
-            Ok(Some(texts))
+            self.scalars(step, rows).await
         }
 
         async fn run(&mut self, step: Step, rows: String) -> StoreResult<()> {

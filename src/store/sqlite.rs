@@ -182,36 +182,6 @@ impl_store!(SqliteStore, Sqlite {
         }))
     }
 
-    async fn recent_sessions(&self, query: RecentSessions<'_>) -> StoreResult<Vec<SessionSummary>> {
-        let mut select = browse::recent_sessions::<Sqlite, _>(query, timestamp);
-        let rows = select.build().fetch_all(&self.pool).await?;
-        rows.iter().map(browse::decode_summary).collect()
-    }
-
-    async fn instance_counts(
-        &self,
-        sessions: &[String],
-    ) -> StoreResult<Vec<Vec<(InstanceStatus, u64)>>> {
-        let rows = match browse::instance_counts::<Sqlite>(sessions) {
-            Some(mut select) => select.build().fetch_all(&self.pool).await?,
-            None => Vec::new(),
-        };
-        let rows = rows.iter().map(browse::decode_count);
-        browse::group_counts(sessions, rows.collect::<StoreResult<Vec<_>>>()?)
-    }
-
-    async fn session_events(
-        &self,
-        session: &str,
-        query: &EventQuery<'_>,
-    ) -> StoreResult<Vec<Event>> {
-        let Some((mut select, reverse)) = browse::session_events::<Sqlite>(session, query)? else {
-            return Ok(Vec::new());
-        };
-        let rows = select.build().fetch_all(&self.pool).await?;
-        browse::decode_events(session, &rows, reverse)
-    }
-
     async fn session_logs(&self, sessions: &[String]) -> StoreResult<Vec<Vec<Event>>> {
         let list = serde_json::to_string(sessions).map_err(encode_error)?;
         let rows = sqlx::query(SESSION_LOGS)
@@ -265,7 +235,7 @@ impl GroupStore for SqliteStore {
 /// The write plan's statements on one connection.
 struct SqliteExec<'c>(&'c mut SqliteConnection);
 
-impl_exec!(SqliteExec {
+impl_exec!(SqliteExec, Sqlite {
     /// The guards (one statement each, for first and later commits), then
     /// every write in one hop.
     async fn guard_and_write(&mut self, writes: &Writes) -> StoreResult<Vec<String>> {
