@@ -58,7 +58,7 @@ pub(crate) fn object_or_empty(value: Option<Value>, what: &str) -> Result<JsonOb
     match value {
         None | Some(Value::Null) => Ok(JsonObject::new()),
         Some(Value::Object(map)) => Ok(map),
-        Some(other) => Err(Error::BadInput(format!(
+        Some(other) => Err(Error::bad_input(format!(
             "{what} must be a JSON object, got {}",
             json_type(&other)
         ))),
@@ -118,7 +118,7 @@ impl Engine {
         let uid = SessionUid::parse(session)?;
         let trigger = TriggerName::parse(trigger)?;
         if idempotency_key.is_some_and(str::is_empty) {
-            return Err(Error::BadInput("idempotencyKey must not be empty".into()));
+            return Err(Error::bad_input("idempotencyKey must not be empty"));
         }
         let executed = self
             .execute(

@@ -51,7 +51,7 @@ pub use error::{Error, Result};
 pub use handler::{Handler, HandlerFuture, Job, Outcome, Registry};
 pub use hooks::{FinalizeSession, Hook};
 pub use queries::RebuildReport;
-pub use workers::{Claim, DEFAULT_LEASE_SECONDS, MAX_CLAIM, MAX_LEASE_SECONDS};
+pub use workers::{Claim, WorkerFailure, DEFAULT_LEASE_SECONDS, MAX_CLAIM, MAX_LEASE_SECONDS};
 
 use cache::Cache;
 

@@ -7,7 +7,6 @@
 //! - [`error`]: engine errors -> `extensions.code`; internal errors logged.
 //! - `limits` (private): bracket nesting and fragment-expanded size of a
 //!   document, checked before async-graphql parses and validates it.
-//! - `workers` (private): the worker protocol calls, in one place.
 //! - `warnings` (private): `extensions.warnings` of a response (`configure`'s
 //!   diagnostics).
 //! - `order` (private): response fields put back in the order the query
@@ -25,7 +24,6 @@ pub mod scalars;
 pub mod subscription;
 pub mod types;
 mod warnings;
-mod workers;
 
 use std::time::Duration;
 

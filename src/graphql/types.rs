@@ -25,9 +25,11 @@ pub use listing::{SessionSummary, StatusCount};
 pub use outcomes::{FireResult, TaskClaim};
 pub use task::TaskConfig;
 
+// The domain's `InstanceStatus` as GraphQL shows it: `remote` derives the
+// conversions both ways (and checks that the variants match).
 /// Where an instance is in its life (docs/concepts.md, "Instances").
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
-#[graphql(name = "InstanceStatus")]
+#[graphql(name = "InstanceStatus", remote = "domain::InstanceStatus")]
 pub enum InstanceStatus {
     /// Created by a trigger, waiting for the rest of its `after` set.
     Unstarted,
@@ -45,38 +47,6 @@ pub enum InstanceStatus {
     Replayed,
     /// Its `unless` set fired before it started.
     Abandoned,
-}
-
-impl From<domain::InstanceStatus> for InstanceStatus {
-    fn from(status: domain::InstanceStatus) -> Self {
-        use domain::InstanceStatus as S;
-        match status {
-            S::Unstarted => Self::Unstarted,
-            S::Scheduled => Self::Scheduled,
-            S::Running => Self::Running,
-            S::Finished => Self::Finished,
-            S::Failed => Self::Failed,
-            S::Skipped => Self::Skipped,
-            S::Replayed => Self::Replayed,
-            S::Abandoned => Self::Abandoned,
-        }
-    }
-}
-
-impl From<InstanceStatus> for domain::InstanceStatus {
-    fn from(status: InstanceStatus) -> Self {
-        use domain::InstanceStatus as S;
-        match status {
-            InstanceStatus::Unstarted => S::Unstarted,
-            InstanceStatus::Scheduled => S::Scheduled,
-            InstanceStatus::Running => S::Running,
-            InstanceStatus::Finished => S::Finished,
-            InstanceStatus::Failed => S::Failed,
-            InstanceStatus::Skipped => S::Skipped,
-            InstanceStatus::Replayed => S::Replayed,
-            InstanceStatus::Abandoned => S::Abandoned,
-        }
-    }
 }
 
 /// Parses a non-negative `Int` argument.
