@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -31,7 +30,8 @@ use super::{CliError, ServerArgs};
 
 mod command;
 
-use command::{execute, Outcome};
+use crate::engine::Claim;
+use command::{execute, CommandOutcome};
 
 /// First pause when the queue is empty; it doubles up to `--max-poll-interval`.
 const FIRST_POLL: Duration = Duration::from_millis(100);
@@ -85,21 +85,9 @@ pub struct WorkArgs {
     pub command: Vec<String>,
 }
 
-/// A claim as `claimTasks` returns it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TaskClaim {
-    lease_token: String,
-    session: String,
-    instance: String,
-    run: String,
-    kwargs: Value,
-    attempt: u64,
-}
-
 const CLAIM: &str = "mutation($worker: String!, $queue: String, $max: Int, $lease: Int) {
   claimTasks(worker: $worker, queue: $queue, max: $max, leaseSeconds: $lease) {
-    leaseToken session instance run kwargs attempt
+    leaseToken session instance run kwargs attempt leaseExpiresAt
   }
 }";
 const HEARTBEAT: &str = "mutation($token: String!, $lease: Int) {
@@ -187,12 +175,12 @@ async fn claim_loop(
             )
             .await
             .and_then(|data| {
-                serde_json::from_value::<Vec<TaskClaim>>(data["claimTasks"].clone()).map_err(
-                    |err| CliError::Http {
+                serde_json::from_value::<Vec<Claim>>(data["claimTasks"].clone()).map_err(|err| {
+                    CliError::Http {
                         context: "the server answered claimTasks unexpectedly".into(),
                         message: err.to_string(),
-                    },
-                )
+                    }
+                })
             });
         let pause = match claims {
             Ok(claims) if !claims.is_empty() => {
@@ -262,7 +250,7 @@ async fn drain(running: &mut JoinSet<()>, timeout: Duration, mut stop: watch::Re
 
 impl Worker {
     /// Runs COMMAND for one claim, heartbeating meanwhile, and reports.
-    async fn run(&self, claim: TaskClaim) {
+    async fn run(&self, claim: Claim) {
         let span = tracing::info_span!(
             "task",
             session = %claim.session,
@@ -272,7 +260,7 @@ impl Worker {
         self.run_claim(claim).instrument(span).await;
     }
 
-    async fn run_claim(&self, claim: TaskClaim) {
+    async fn run_claim(&self, claim: Claim) {
         tracing::info!(run = %claim.run, "running");
         let started = Instant::now();
         let outcome = {
@@ -297,11 +285,11 @@ impl Worker {
         };
         let elapsed = started.elapsed().as_secs_f64();
         let (query, variables) = match &outcome {
-            Outcome::Complete(result) => (
+            CommandOutcome::Complete(result) => (
                 COMPLETE,
                 json!({"token": claim.lease_token, "result": result}),
             ),
-            Outcome::Fail {
+            CommandOutcome::Fail {
                 error,
                 error_type,
                 context,
@@ -317,7 +305,7 @@ impl Worker {
         match self.report(query, variables).await {
             Ok(()) => tracing::info!(
                 seconds = elapsed,
-                ok = matches!(outcome, Outcome::Complete(_)),
+                ok = matches!(outcome, CommandOutcome::Complete(_)),
                 "reported"
             ),
             Err(err) => tracing::warn!(

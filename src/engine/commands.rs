@@ -10,35 +10,33 @@ use crate::domain::{
     parse_tasks, Event, FireOutcome, Instance, InstanceStatus, JsonObject, SessionUid, TriggerName,
 };
 
-/// What a fire did (the GraphQL `FireResult`).
+/// What a fire did, as the library API and hooks see it: the domain's
+/// [`FireOutcome`] (trigger, seq, scheduled, abandoned, duplicate; read through
+/// as `result.scheduled` and so on) placed in its session, with its event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FireResult {
     /// The session.
     pub session: String,
-    /// The fired trigger.
-    pub trigger: String,
-    /// Seq of the `TriggerFired` event (the first one, for a duplicate).
-    pub seq: u64,
     /// The `TriggerFired` event, when it is at hand (always for a fresh fire).
     pub event: Option<Event>,
-    /// Instances this fire scheduled (not those of later cascades).
-    pub scheduled: Vec<String>,
-    /// Instances this fire abandoned.
-    pub abandoned: Vec<String>,
-    /// The idempotency key was used before: nothing was appended.
-    pub duplicate: bool,
+    /// What the fire decided.
+    pub outcome: FireOutcome,
+}
+
+impl std::ops::Deref for FireResult {
+    type Target = FireOutcome;
+
+    fn deref(&self) -> &FireOutcome {
+        &self.outcome
+    }
 }
 
 impl FireResult {
     pub(crate) fn from_outcome(session: &str, fire: &FireOutcome, events: &[Event]) -> Self {
         Self {
             session: session.to_owned(),
-            trigger: fire.trigger.clone(),
-            seq: fire.seq,
             event: events.iter().find(|e| e.seq == fire.seq).cloned(),
-            scheduled: fire.scheduled.clone(),
-            abandoned: fire.abandoned.clone(),
-            duplicate: fire.duplicate,
+            outcome: fire.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::commands::{object_or_empty, optional_object};
@@ -26,8 +27,10 @@ pub const MAX_LEASE_SECONDS: u32 = 3600;
 /// Most instances one claim may return.
 pub const MAX_CLAIM: u32 = 100;
 
-/// An instance handed to an external worker.
-#[derive(Debug, Clone, PartialEq)]
+/// An instance handed to an external worker (the GraphQL `TaskClaim`; `triggers
+/// work` reads it back from `claimTasks` as it is).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Claim {
     /// Opaque token: reports and heartbeats name the claim by it.
     pub lease_token: String,

@@ -2,7 +2,9 @@
 //! [`Engine`], and maps results and errors. No rules and no SQL live here.
 //!
 //! - [`types`]: `Session`, `TaskConfig`, `TaskInstance`, `Event`, `FireResult`,
-//!   `SessionSummary`, `TaskClaim` and the `InstanceStatus` enum.
+//!   `SessionSummary`, `TaskClaim` and the `InstanceStatus` enum. A Rust type
+//!   that would share its name with the engine's or the domain's value it shows
+//!   carries an `Object` suffix (`TaskConfigObject` is the GraphQL `TaskConfig`).
 //! - [`query`], [`mutation`], [`subscription`]: the three roots.
 //! - [`error`]: engine errors -> `extensions.code`; internal errors logged.
 //! - `limits` (private): bracket nesting and fragment-expanded size of a

@@ -7,7 +7,7 @@ use async_graphql::{Context, Object, Result};
 use super::error::bad_input;
 use super::error::{from_engine, GqlResult};
 use super::scalars::{DateTime, Json};
-use super::types::{FireResult, InstanceStatus, Session, TaskClaim, TaskInstance};
+use super::types::{FireResultObject, InstanceStatus, Session, TaskClaimObject, TaskInstance};
 use super::{check_json_size, check_text, engine, warnings};
 use crate::engine::{Error, WorkerFailure};
 
@@ -74,7 +74,7 @@ impl Mutation {
             desc = "Makes the fire safe to retry: a repeat within the session appends nothing and answers the first result with `duplicate: true`."
         )]
         idempotency_key: Option<String>,
-    ) -> Result<FireResult> {
+    ) -> Result<FireResultObject> {
         check_json_size(ctx, "kwargs", json(&kwargs))?;
         let engine = engine(ctx);
         let result = engine
@@ -92,7 +92,7 @@ impl Mutation {
                 result.seq
             ))));
         };
-        Ok(FireResult::new(event, result))
+        Ok(FireResultObject::new(event, result))
     }
 
     /// Replays a `failed` instance as a new clone, scheduled at once; returns the clone.
@@ -219,7 +219,7 @@ impl Mutation {
             desc = "How long the claims are held before they return to the queue unless renewed (default 30, 1..3600)."
         )]
         lease_seconds: Option<i32>,
-    ) -> Result<Vec<TaskClaim>> {
+    ) -> Result<Vec<TaskClaimObject>> {
         check_text("worker", Some(&worker))?;
         check_text("queue", queue.as_deref())?;
         let max = max.map(|m| count(m, "max")).transpose()?;
@@ -230,7 +230,7 @@ impl Mutation {
             .claim_tasks(&worker, queue.as_deref(), max, lease_seconds)
             .await
             .gql()?;
-        Ok(claims.into_iter().map(TaskClaim::from).collect())
+        Ok(claims.into_iter().map(TaskClaimObject::from).collect())
     }
 
     /// Extends a lease; returns its new expiry. `CONFLICT` if it expired or was

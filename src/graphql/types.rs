@@ -22,8 +22,8 @@ mod task;
 
 pub use event::Event;
 pub use listing::{SessionSummary, StatusCount};
-pub use outcomes::{FireResult, TaskClaim};
-pub use task::TaskConfig;
+pub use outcomes::{FireResultObject, TaskClaimObject};
+pub use task::TaskConfigObject;
 
 // The domain's `InstanceStatus` as GraphQL shows it: `remote` derives the
 // conversions both ways (and checks that the variants match).
@@ -74,8 +74,8 @@ impl Session {
         TaskInstance::in_state(self.state.clone(), position)
     }
 
-    fn task_view(&self, name: &str) -> Option<TaskConfig> {
-        TaskConfig::in_state(&self.state, name)
+    fn task_view(&self, name: &str) -> Option<TaskConfigObject> {
+        TaskConfigObject::in_state(&self.state, name)
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -113,7 +113,7 @@ impl Session {
     }
 
     /// Every configured task, by name.
-    async fn tasks(&self) -> Vec<TaskConfig> {
+    async fn tasks(&self) -> Vec<TaskConfigObject> {
         self.state
             .tasks()
             .filter_map(|(name, _)| self.task_view(name))
@@ -121,7 +121,10 @@ impl Session {
     }
 
     /// One task, or null if it is not configured.
-    async fn task(&self, #[graphql(desc = "The task name.")] name: String) -> Option<TaskConfig> {
+    async fn task(
+        &self,
+        #[graphql(desc = "The task name.")] name: String,
+    ) -> Option<TaskConfigObject> {
         self.task_view(&name)
     }
 
@@ -180,7 +183,7 @@ impl Session {
     }
 
     /// Tasks with no instance yet, or with an unresolved instance.
-    async fn unresolved_tasks(&self) -> Vec<TaskConfig> {
+    async fn unresolved_tasks(&self) -> Vec<TaskConfigObject> {
         self.state
             .unresolved_tasks()
             .into_iter()

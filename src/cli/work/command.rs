@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::TaskClaim;
+use crate::engine::Claim;
 
 /// `errorType` of a command that exited unsuccessfully (or was killed by a signal).
 const COMMAND_FAILED: &str = "triggers.work.CommandFailed";
@@ -24,7 +24,7 @@ const MAX_STDOUT: usize = 16 * 1024 * 1024;
 
 /// What a run of COMMAND came to.
 #[derive(Debug, PartialEq)]
-pub(super) enum Outcome {
+pub(super) enum CommandOutcome {
     /// Report `completeTask` with this result.
     Complete(Value),
     /// Report `failTask`.
@@ -36,7 +36,7 @@ pub(super) enum Outcome {
 }
 
 /// Runs `command` with the task on standard input; what it came to.
-pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
+pub(super) async fn execute(command: &[String], claim: &Claim) -> CommandOutcome {
     let input = json!({
         "session": claim.session,
         "instance": claim.instance,
@@ -58,7 +58,7 @@ pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
     let mut child = match process.spawn() {
         Ok(child) => child,
         Err(err) => {
-            return Outcome::Fail {
+            return CommandOutcome::Fail {
                 error: format!("cannot start {:?}: {err}", command[0]),
                 error_type: COMMAND_NOT_STARTED,
                 context: json!({"command": command}),
@@ -86,7 +86,7 @@ pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
     );
     match status {
         Ok(status) => outcome(status.success(), status.code(), &stdout, &stderr),
-        Err(err) => Outcome::Fail {
+        Err(err) => CommandOutcome::Fail {
             error: format!("cannot wait for the command: {err}"),
             error_type: COMMAND_FAILED,
             context: json!({}),
@@ -95,14 +95,14 @@ pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
 }
 
 /// Judges a finished command by its exit and output.
-fn outcome(success: bool, code: Option<i32>, stdout: &Output, stderr: &Output) -> Outcome {
+fn outcome(success: bool, code: Option<i32>, stdout: &Output, stderr: &Output) -> CommandOutcome {
     let stderr_text = String::from_utf8_lossy(&stderr.bytes).trim().to_owned();
     if !success {
         let how = match code {
             Some(code) => format!("the command exited with status {code}"),
             None => "the command was killed by a signal".to_owned(),
         };
-        return Outcome::Fail {
+        return CommandOutcome::Fail {
             error: if stderr_text.is_empty() {
                 how
             } else {
@@ -113,18 +113,18 @@ fn outcome(success: bool, code: Option<i32>, stdout: &Output, stderr: &Output) -
         };
     }
     if stdout.truncated {
-        return Outcome::Fail {
+        return CommandOutcome::Fail {
             error: format!("the command printed more than {MAX_STDOUT} bytes on standard output"),
             error_type: INVALID_RESULT,
             context: json!({"exitCode": code}),
         };
     }
     match serde_json::from_slice::<Value>(&stdout.bytes) {
-        Ok(result @ Value::Object(_)) => Outcome::Complete(result),
+        Ok(result @ Value::Object(_)) => CommandOutcome::Complete(result),
         _ => {
             let printed = String::from_utf8_lossy(&stdout.bytes);
             let printed = tail(printed.trim(), 512);
-            Outcome::Fail {
+            CommandOutcome::Fail {
                 error: format!(
                     "the command exited 0 but did not print one JSON object on standard output \
                      (it printed {printed:?}){}",
@@ -211,13 +211,13 @@ mod tests {
     fn a_json_object_on_stdout_after_exit_0_is_the_result() {
         assert_eq!(
             outcome(true, Some(0), &out(" {\"ok\": true}\n"), &out("")),
-            Outcome::Complete(json!({"ok": true}))
+            CommandOutcome::Complete(json!({"ok": true}))
         );
     }
 
     #[test]
     fn a_non_zero_exit_fails_with_the_stderr_tail() {
-        let Outcome::Fail {
+        let CommandOutcome::Fail {
             error, error_type, ..
         } = outcome(
             false,
@@ -235,7 +235,8 @@ mod tests {
     #[test]
     fn stdout_that_is_not_one_object_is_an_invalid_result() {
         for printed in ["", "[1]", "ok", "{} {}"] {
-            let Outcome::Fail { error_type, .. } = outcome(true, Some(0), &out(printed), &out(""))
+            let CommandOutcome::Fail { error_type, .. } =
+                outcome(true, Some(0), &out(printed), &out(""))
             else {
                 panic!("expected a failure for {printed:?}");
             };
