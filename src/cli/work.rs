@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::client::Client;
+use super::signals;
 use super::{CliError, ServerArgs};
 
 mod command;
@@ -115,8 +116,11 @@ pub(super) async fn work(args: WorkArgs) -> Result<(), CliError> {
             "--max-poll-interval must be a positive number of seconds".into(),
         ));
     }
-    let (stop_tx, stop) = watch::channel(0u32);
-    spawn_signal_listener(stop_tx)?;
+    // Installed before the first claim, so an early signal is a graceful stop too.
+    let stop = signals::listen().map_err(|source| CliError::Io {
+        context: "cannot listen for signals".into(),
+        source,
+    })?;
     let worker = Arc::new(Worker {
         client: Client::new(&args.server)?,
         name: args.worker.clone().unwrap_or_else(default_worker_name),
@@ -366,38 +370,6 @@ fn default_worker_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".to_owned());
     format!("{host}:{}", std::process::id())
-}
-
-/// Counts Ctrl-C / SIGTERM signals into `stop`: 1 = stop claiming, 2 = stop now.
-/// Installed before the first claim, so an early signal is a graceful stop too.
-fn spawn_signal_listener(stop: watch::Sender<u32>) -> Result<(), CliError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let io = |source| CliError::Io {
-            context: "cannot listen for signals".into(),
-            source,
-        };
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(io)?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(io)?;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = interrupt.recv() => tracing::info!("Ctrl-C received"),
-                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                }
-                stop.send_modify(|n| *n += 1);
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C received");
-            stop.send_modify(|n| *n += 1);
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]

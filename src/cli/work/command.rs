@@ -80,8 +80,8 @@ pub(super) async fn execute(command: &[String], claim: &Claim) -> CommandOutcome
     };
     let (_, stdout, stderr, status) = tokio::join!(
         feed,
-        read_limited(stdout, MAX_STDOUT),
-        read_tail(stderr, STDERR_TAIL),
+        read_pipe(stdout, MAX_STDOUT, Keep::First),
+        read_pipe(stderr, STDERR_TAIL, Keep::Last),
         child.wait(),
     );
     match status {
@@ -148,26 +148,17 @@ struct Output {
     truncated: bool,
 }
 
-/// Reads all of `pipe`, keeping at most the first `limit` bytes.
-async fn read_limited(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output {
-    let mut output = Output::default();
-    let Some(mut pipe) = pipe else {
-        return output;
-    };
-    let mut buffer = [0u8; 8192];
-    while let Ok(n) = pipe.read(&mut buffer).await {
-        if n == 0 {
-            break;
-        }
-        let room = limit.saturating_sub(output.bytes.len());
-        output.bytes.extend_from_slice(&buffer[..n.min(room)]);
-        output.truncated |= n > room;
-    }
-    output
+/// Which bytes of a pipe to keep once it gives more than the limit.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// The first ones (a result: more than the limit is refused anyway).
+    First,
+    /// The last ones (an error: its end says the most).
+    Last,
 }
 
-/// Reads all of `pipe`, keeping the last `limit` bytes.
-async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output {
+/// Reads all of `pipe`, keeping `limit` bytes of it at most.
+async fn read_pipe(pipe: Option<impl AsyncRead + Unpin>, limit: usize, keep: Keep) -> Output {
     let mut output = Output::default();
     let Some(mut pipe) = pipe else {
         return output;
@@ -177,11 +168,20 @@ async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output
         if n == 0 {
             break;
         }
-        output.bytes.extend_from_slice(&buffer[..n]);
-        if output.bytes.len() > limit {
-            let excess = output.bytes.len() - limit;
-            output.bytes.drain(..excess);
-            output.truncated = true;
+        match keep {
+            Keep::First => {
+                let room = limit.saturating_sub(output.bytes.len());
+                output.bytes.extend_from_slice(&buffer[..n.min(room)]);
+                output.truncated |= n > room;
+            }
+            Keep::Last => {
+                output.bytes.extend_from_slice(&buffer[..n]);
+                if output.bytes.len() > limit {
+                    let excess = output.bytes.len() - limit;
+                    output.bytes.drain(..excess);
+                    output.truncated = true;
+                }
+            }
         }
     }
     output
@@ -247,10 +247,22 @@ mod tests {
     #[tokio::test]
     async fn the_stderr_tail_keeps_the_last_bytes() {
         let text = "x".repeat(10_000) + "END";
-        let output = read_tail(Some(text.as_bytes()), 100).await;
+        let output = read_pipe(Some(text.as_bytes()), 100, Keep::Last).await;
         assert!(output.truncated);
         assert_eq!(output.bytes.len(), 100);
         assert!(output.bytes.ends_with(b"END"));
+    }
+
+    #[tokio::test]
+    async fn stdout_past_the_limit_keeps_its_first_bytes_and_says_so() {
+        let text = "START".to_owned() + &"x".repeat(10_000);
+        let output = read_pipe(Some(text.as_bytes()), 100, Keep::First).await;
+        assert!(output.truncated);
+        assert_eq!(output.bytes.len(), 100);
+        assert!(output.bytes.starts_with(b"START"));
+        let short = read_pipe(Some(&b"{}"[..]), 100, Keep::First).await;
+        assert!(!short.truncated);
+        assert_eq!(short.bytes, b"{}");
     }
 
     #[test]
