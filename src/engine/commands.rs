@@ -1,5 +1,6 @@
 //! The write side of the library API: configure, fire, and the manual changes of
-//! operators (docs/graphql.md). Each parses its input at the boundary, then runs one decision.
+//! operators (docs/graphql.md). Each parses its input at the boundary, then runs
+//! one decision through the pipeline of `execute.rs`.
 
 use serde_json::Value;
 

@@ -4,7 +4,8 @@
 //! A claim is an ordinary decision on the instance's session (`InstanceStarted`)
 //! committed together with a conditional lease update of its queue row, so two
 //! workers never both get an instance, and a report under a token whose lease
-//! expired or was re-claimed fails before anything is written.
+//! expired or was re-claimed fails before anything is written. The lease is a
+//! `lease::Lease`; the report is recorded by `report.rs`, as an inline run's is.
 
 use std::time::Duration;
 
