@@ -15,6 +15,7 @@ mod ops;
 mod output;
 mod remote;
 mod server;
+mod signals;
 mod work;
 
 pub use loadgen::{questionnaire, LoadgenArgs, JOURNEY};

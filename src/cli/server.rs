@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::output::count;
+use super::signals;
 use super::{CliError, RebuildArgs, ServeArgs};
 use crate::engine::EngineOptions;
 use crate::http::{self, ServerConfig};
@@ -102,37 +103,16 @@ pub(super) async fn rebuild(args: RebuildArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C, or SIGTERM on Unix. The handlers are installed at once
-/// (not at the first poll), so a signal that arrives while the server starts is
-/// a graceful stop too, not the default "terminate now".
-#[cfg(unix)]
+/// Resolves on the first Ctrl-C (or SIGTERM on Unix), listening from now on.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{signal, SignalKind};
-    let interrupt = signal(SignalKind::interrupt());
-    let terminate = signal(SignalKind::terminate());
+    let signals = signals::listen();
     async move {
-        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
-            (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
-            (Err(err), _) | (_, Err(err)) => {
-                tracing::error!(error = %err, "cannot listen for signals; stop the server with SIGKILL");
-                return std::future::pending().await;
+        match signals {
+            Ok(mut count) => {
+                let _ = count.wait_for(|n| *n > 0).await;
             }
-        };
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("Ctrl-C received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        }
-    }
-}
-
-/// Resolves on Ctrl-C.
-#[cfg(not(unix))]
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => tracing::info!("Ctrl-C received"),
             Err(err) => {
-                tracing::error!(error = %err, "cannot listen for Ctrl-C");
+                tracing::error!(error = %err, "cannot listen for signals; stop the server with SIGKILL");
                 std::future::pending::<()>().await;
             }
         }

@@ -20,18 +20,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::client::Client;
+use super::signals;
 use super::{CliError, ServerArgs};
 
 mod command;
 
-use command::{execute, Outcome};
+use crate::engine::Claim;
+use command::{execute, CommandOutcome};
 
 /// First pause when the queue is empty; it doubles up to `--max-poll-interval`.
 const FIRST_POLL: Duration = Duration::from_millis(100);
@@ -85,21 +86,9 @@ pub struct WorkArgs {
     pub command: Vec<String>,
 }
 
-/// A claim as `claimTasks` returns it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TaskClaim {
-    lease_token: String,
-    session: String,
-    instance: String,
-    run: String,
-    kwargs: Value,
-    attempt: u64,
-}
-
 const CLAIM: &str = "mutation($worker: String!, $queue: String, $max: Int, $lease: Int) {
   claimTasks(worker: $worker, queue: $queue, max: $max, leaseSeconds: $lease) {
-    leaseToken session instance run kwargs attempt
+    leaseToken session instance run kwargs attempt leaseExpiresAt
   }
 }";
 const HEARTBEAT: &str = "mutation($token: String!, $lease: Int) {
@@ -127,8 +116,11 @@ pub(super) async fn work(args: WorkArgs) -> Result<(), CliError> {
             "--max-poll-interval must be a positive number of seconds".into(),
         ));
     }
-    let (stop_tx, stop) = watch::channel(0u32);
-    spawn_signal_listener(stop_tx)?;
+    // Installed before the first claim, so an early signal is a graceful stop too.
+    let stop = signals::listen().map_err(|source| CliError::Io {
+        context: "cannot listen for signals".into(),
+        source,
+    })?;
     let worker = Arc::new(Worker {
         client: Client::new(&args.server)?,
         name: args.worker.clone().unwrap_or_else(default_worker_name),
@@ -187,12 +179,12 @@ async fn claim_loop(
             )
             .await
             .and_then(|data| {
-                serde_json::from_value::<Vec<TaskClaim>>(data["claimTasks"].clone()).map_err(
-                    |err| CliError::Http {
+                serde_json::from_value::<Vec<Claim>>(data["claimTasks"].clone()).map_err(|err| {
+                    CliError::Http {
                         context: "the server answered claimTasks unexpectedly".into(),
                         message: err.to_string(),
-                    },
-                )
+                    }
+                })
             });
         let pause = match claims {
             Ok(claims) if !claims.is_empty() => {
@@ -262,7 +254,7 @@ async fn drain(running: &mut JoinSet<()>, timeout: Duration, mut stop: watch::Re
 
 impl Worker {
     /// Runs COMMAND for one claim, heartbeating meanwhile, and reports.
-    async fn run(&self, claim: TaskClaim) {
+    async fn run(&self, claim: Claim) {
         let span = tracing::info_span!(
             "task",
             session = %claim.session,
@@ -272,7 +264,7 @@ impl Worker {
         self.run_claim(claim).instrument(span).await;
     }
 
-    async fn run_claim(&self, claim: TaskClaim) {
+    async fn run_claim(&self, claim: Claim) {
         tracing::info!(run = %claim.run, "running");
         let started = Instant::now();
         let outcome = {
@@ -297,11 +289,11 @@ impl Worker {
         };
         let elapsed = started.elapsed().as_secs_f64();
         let (query, variables) = match &outcome {
-            Outcome::Complete(result) => (
+            CommandOutcome::Complete(result) => (
                 COMPLETE,
                 json!({"token": claim.lease_token, "result": result}),
             ),
-            Outcome::Fail {
+            CommandOutcome::Fail {
                 error,
                 error_type,
                 context,
@@ -317,7 +309,7 @@ impl Worker {
         match self.report(query, variables).await {
             Ok(()) => tracing::info!(
                 seconds = elapsed,
-                ok = matches!(outcome, Outcome::Complete(_)),
+                ok = matches!(outcome, CommandOutcome::Complete(_)),
                 "reported"
             ),
             Err(err) => tracing::warn!(
@@ -378,38 +370,6 @@ fn default_worker_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".to_owned());
     format!("{host}:{}", std::process::id())
-}
-
-/// Counts Ctrl-C / SIGTERM signals into `stop`: 1 = stop claiming, 2 = stop now.
-/// Installed before the first claim, so an early signal is a graceful stop too.
-fn spawn_signal_listener(stop: watch::Sender<u32>) -> Result<(), CliError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let io = |source| CliError::Io {
-            context: "cannot listen for signals".into(),
-            source,
-        };
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(io)?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(io)?;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = interrupt.recv() => tracing::info!("Ctrl-C received"),
-                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                }
-                stop.send_modify(|n| *n += 1);
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C received");
-            stop.send_modify(|n| *n += 1);
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl<F: Fn(&str) -> bool + Sync> RunnerResolver for F {
     }
 }
 
-/// What one fire did (the API's `FireResult`, and what hooks see).
+/// What one fire decided; the engine's `FireResult` is this in its session.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FireOutcome {
     /// The fired trigger.

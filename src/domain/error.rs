@@ -20,3 +20,16 @@ pub enum DomainError {
     #[error("event log is inconsistent: {0}")]
     Corrupt(String),
 }
+
+impl DomainError {
+    /// What was refused and why, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::BadConfiguration(message)
+            | Self::BadInput(message)
+            | Self::NotFound(message)
+            | Self::InvalidState(message)
+            | Self::Corrupt(message) => message,
+        }
+    }
+}

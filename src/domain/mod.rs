@@ -1,5 +1,6 @@
 //! The pure domain: task configurations, instances, events, and the rules that
-//! turn commands into events (`decide`) and events into state (`SessionState::apply`).
+//! turn commands into events (`decide`) and events into state
+//! (`SessionState::apply`, in `state/apply.rs`).
 //!
 //! Nothing here touches a database, a clock or the network: the engine passes the
 //! current time and a runner resolver in, and gets events out. That keeps every rule

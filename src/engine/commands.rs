@@ -1,5 +1,6 @@
 //! The write side of the library API: configure, fire, and the manual changes of
-//! operators (docs/graphql.md). Each parses its input at the boundary, then runs one decision.
+//! operators (docs/graphql.md). Each parses its input at the boundary, then runs
+//! one decision through the pipeline of `execute.rs`.
 
 use serde_json::Value;
 
@@ -10,35 +11,33 @@ use crate::domain::{
     parse_tasks, Event, FireOutcome, Instance, InstanceStatus, JsonObject, SessionUid, TriggerName,
 };
 
-/// What a fire did (the GraphQL `FireResult`).
+/// What a fire did, as the library API and hooks see it: the domain's
+/// [`FireOutcome`] (trigger, seq, scheduled, abandoned, duplicate; read through
+/// as `result.scheduled` and so on) placed in its session, with its event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FireResult {
     /// The session.
     pub session: String,
-    /// The fired trigger.
-    pub trigger: String,
-    /// Seq of the `TriggerFired` event (the first one, for a duplicate).
-    pub seq: u64,
     /// The `TriggerFired` event, when it is at hand (always for a fresh fire).
     pub event: Option<Event>,
-    /// Instances this fire scheduled (not those of later cascades).
-    pub scheduled: Vec<String>,
-    /// Instances this fire abandoned.
-    pub abandoned: Vec<String>,
-    /// The idempotency key was used before: nothing was appended.
-    pub duplicate: bool,
+    /// What the fire decided.
+    pub outcome: FireOutcome,
+}
+
+impl std::ops::Deref for FireResult {
+    type Target = FireOutcome;
+
+    fn deref(&self) -> &FireOutcome {
+        &self.outcome
+    }
 }
 
 impl FireResult {
     pub(crate) fn from_outcome(session: &str, fire: &FireOutcome, events: &[Event]) -> Self {
         Self {
             session: session.to_owned(),
-            trigger: fire.trigger.clone(),
-            seq: fire.seq,
             event: events.iter().find(|e| e.seq == fire.seq).cloned(),
-            scheduled: fire.scheduled.clone(),
-            abandoned: fire.abandoned.clone(),
-            duplicate: fire.duplicate,
+            outcome: fire.clone(),
         }
     }
 }
@@ -58,7 +57,7 @@ pub(crate) fn object_or_empty(value: Option<Value>, what: &str) -> Result<JsonOb
     match value {
         None | Some(Value::Null) => Ok(JsonObject::new()),
         Some(Value::Object(map)) => Ok(map),
-        Some(other) => Err(Error::BadInput(format!(
+        Some(other) => Err(Error::bad_input(format!(
             "{what} must be a JSON object, got {}",
             json_type(&other)
         ))),
@@ -118,7 +117,7 @@ impl Engine {
         let uid = SessionUid::parse(session)?;
         let trigger = TriggerName::parse(trigger)?;
         if idempotency_key.is_some_and(str::is_empty) {
-            return Err(Error::BadInput("idempotencyKey must not be empty".into()));
+            return Err(Error::bad_input("idempotencyKey must not be empty"));
         }
         let executed = self
             .execute(

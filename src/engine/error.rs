@@ -1,4 +1,5 @@
-//! Engine errors: domain refusals and storage failures, each with the GraphQL
+//! Engine errors: a domain refusal, or what the engine itself adds (a lost
+//! lease, contention, storage failures), each with the GraphQL
 //! `extensions.code` it maps to.
 
 use crate::domain::DomainError;
@@ -7,25 +8,19 @@ use crate::store::StoreError;
 /// Why an engine operation failed. Nothing is written when one fails.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `configure` validation failed.
-    #[error("{0}")]
-    BadConfiguration(String),
-    /// Malformed input: non-object kwargs/result/metadata, empty names, bad limits.
-    #[error("{0}")]
-    BadInput(String),
-    /// Unknown task, instance or lease.
-    #[error("{0}")]
-    NotFound(String),
-    /// The instance's status does not allow the operation.
-    #[error("{0}")]
-    InvalidState(String),
+    /// A rule of the domain said no (or the engine refused input the same way):
+    /// bad configuration or input, an unknown task or instance, a status that
+    /// does not allow the operation, a log that does not fold. The message is
+    /// the domain's own.
+    #[error("{}", .0.message())]
+    Domain(#[from] DomainError),
     /// A lease expired or was re-claimed.
     #[error("{0}")]
     Conflict(String),
     /// Too many writers raced on one session; the operation gave up.
     #[error("session {0:?} is too contended: gave up after repeated version conflicts")]
     Contended(String),
-    /// The stored log does not fold: corruption, or written by a newer version.
+    /// Stored rows the store cannot read back.
     #[error("{0}")]
     Corrupt(String),
     /// The database is unreachable, restarting or busy: retry. A fire that failed
@@ -39,35 +34,30 @@ pub enum Error {
 }
 
 impl Error {
+    /// Malformed input: non-object kwargs/result/metadata, empty names, bad limits.
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Error::Domain(DomainError::BadInput(message.into()))
+    }
+
     /// The GraphQL `extensions.code` for this error.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::BadConfiguration(_) => "BAD_CONFIGURATION",
-            Error::BadInput(_) => "BAD_INPUT",
-            Error::NotFound(_) => "NOT_FOUND",
-            Error::InvalidState(_) => "INVALID_STATE",
+            Error::Domain(DomainError::BadConfiguration(_)) => "BAD_CONFIGURATION",
+            Error::Domain(DomainError::BadInput(_)) => "BAD_INPUT",
+            Error::Domain(DomainError::NotFound(_)) => "NOT_FOUND",
+            Error::Domain(DomainError::InvalidState(_)) => "INVALID_STATE",
             Error::Conflict(_) | Error::Contended(_) => "CONFLICT",
             Error::Unavailable(_) => "UNAVAILABLE",
-            Error::Corrupt(_) | Error::Store(_) => "INTERNAL",
+            Error::Domain(DomainError::Corrupt(_)) | Error::Corrupt(_) | Error::Store(_) => {
+                "INTERNAL"
+            }
         }
     }
 
     /// Whether the message is safe and useful to show a client (internal errors are
     /// logged with their cause instead).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Error::Corrupt(_) | Error::Store(_))
-    }
-}
-
-impl From<DomainError> for Error {
-    fn from(err: DomainError) -> Self {
-        match err {
-            DomainError::BadConfiguration(m) => Error::BadConfiguration(m),
-            DomainError::BadInput(m) => Error::BadInput(m),
-            DomainError::NotFound(m) => Error::NotFound(m),
-            DomainError::InvalidState(m) => Error::InvalidState(m),
-            DomainError::Corrupt(m) => Error::Corrupt(m),
-        }
+        self.code() != "INTERNAL"
     }
 }
 
@@ -78,7 +68,7 @@ impl From<StoreError> for Error {
             StoreError::LeaseLost { session, instance } => Error::Conflict(format!(
                 "the lease on instance {instance:?} of session {session:?} expired or was claimed by another worker"
             )),
-            StoreError::BadUrl(url) => Error::BadInput(StoreError::BadUrl(url).to_string()),
+            StoreError::BadUrl(url) => Error::bad_input(StoreError::BadUrl(url).to_string()),
             // Opening failed: the message names the database and what to check.
             err @ StoreError::CannotOpen { .. } => Error::Store(err),
             other if other.is_transient() => Error::Unavailable(other),

@@ -9,26 +9,25 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::domain::decide::Failure;
+use crate::domain::decide::{Failure, StartedJob};
 use crate::domain::JsonObject;
 
-/// What a handler is given.
+/// What a handler is given: the started job (instance, task, `run`, kwargs,
+/// depth, `maxRetries`), read through as `job.kwargs` and so on, and its session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     /// The session.
     pub session: String,
-    /// The instance (`<task>#<n>`).
-    pub instance: String,
-    /// The task.
-    pub task: String,
-    /// The handler name (`run`).
-    pub run: String,
-    /// `withParams` deep-merged under the trigger kwargs.
-    pub kwargs: JsonObject,
-    /// Attempt number: 0 for an original instance, +1 per replay.
-    pub depth: u32,
-    /// The task's `maxRetries`.
-    pub max_retries: u32,
+    /// What the domain started.
+    pub started: StartedJob,
+}
+
+impl std::ops::Deref for Job {
+    type Target = StartedJob;
+
+    fn deref(&self) -> &StartedJob {
+        &self.started
+    }
 }
 
 /// How a job ended.
@@ -117,12 +116,12 @@ impl Default for Registry {
         });
         registry.register("triggers.testing.Failing", |job: Job| async move {
             let mut context = JsonObject::new();
-            context.insert("kwargs".into(), Value::Object(job.kwargs));
+            context.insert("kwargs".into(), Value::Object(job.started.kwargs));
             Outcome::Failed(Failure {
                 exception_type: "triggers.testing.Failure".into(),
                 exception_info: format!(
                     "triggers.testing.Failing always fails (instance {})",
-                    job.instance
+                    job.started.instance
                 ),
                 exception_context: context,
                 log_level: None,
@@ -130,7 +129,7 @@ impl Default for Registry {
         });
         registry.register("triggers.testing.SelfSkipping", |job: Job| async move {
             let mut metadata = JsonObject::new();
-            metadata.insert("kwargs".into(), Value::Object(job.kwargs));
+            metadata.insert("kwargs".into(), Value::Object(job.started.kwargs));
             Outcome::Skipped { metadata }
         });
         registry.register("triggers.testing.SelfRetrying", |job: Job| async move {

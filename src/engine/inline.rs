@@ -16,7 +16,9 @@ use super::lease::Lease;
 use super::report::Report;
 use super::{now, Engine, EngineOptions, Error, Inner, Job, Outcome, Result};
 use crate::domain::decide::StartedJob;
-use crate::domain::{Decider, Event, EventPayload, InstanceStatus, Runner, SessionState};
+use crate::domain::{
+    Decider, DomainError, Event, EventPayload, InstanceStatus, Runner, SessionState,
+};
 use crate::store::{Commit, QueueOp};
 
 /// An inline instance to run once the commit that scheduled it is done.
@@ -181,7 +183,7 @@ impl Engine {
         let job = match started {
             Ok(executed) => executed.value,
             // Another process (or an operator) got there first.
-            Err(Error::Conflict(_) | Error::InvalidState(_)) => return Ok(()),
+            Err(Error::Conflict(_) | Error::Domain(DomainError::InvalidState(_))) => return Ok(()),
             Err(err) => return Err(err),
         };
         self.run_started(session, job, &lease).await
@@ -198,12 +200,7 @@ impl Engine {
         let instance = job.instance.clone();
         let job = Job {
             session: session.to_owned(),
-            instance: job.instance,
-            task: job.task,
-            run: job.run,
-            kwargs: job.kwargs,
-            depth: job.depth,
-            max_retries: job.max_retries,
+            started: job,
         };
         tracing::debug!(session, instance, run = job.run, "running inline");
         let heartbeat = self.spawn_heartbeat(session, &instance, lease.clone());

@@ -13,7 +13,7 @@
 //! - `queries.rs`: reads, history and rebuild;
 //! - `execute.rs`: the pipeline every write goes through;
 //! - `inline.rs`: the inline runner (handlers in this process, under a lease);
-//! - `lease.rs`: the [`Lease`](lease::Lease) runners hold on queue rows;
+//! - `lease.rs`: the `Lease` runners hold on queue rows;
 //! - `report.rs`: how a run ended, recorded under its lease;
 //! - `recovery.rs`: work left by a crashed process, and the lease sweeper;
 //! - `workers.rs`: the external worker protocol (claim, heartbeat, report);
@@ -51,7 +51,7 @@ pub use error::{Error, Result};
 pub use handler::{Handler, HandlerFuture, Job, Outcome, Registry};
 pub use hooks::{FinalizeSession, Hook};
 pub use queries::RebuildReport;
-pub use workers::{Claim, DEFAULT_LEASE_SECONDS, MAX_CLAIM, MAX_LEASE_SECONDS};
+pub use workers::{Claim, WorkerFailure, DEFAULT_LEASE_SECONDS, MAX_CLAIM, MAX_LEASE_SECONDS};
 
 use cache::Cache;
 

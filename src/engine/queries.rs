@@ -8,7 +8,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::cache::Slot;
 use super::{instance_row, Engine, Error, Result};
-use crate::domain::{Event, InstanceStatus, SessionState, SessionUid};
+use crate::domain::{DomainError, Event, InstanceStatus, SessionState, SessionUid};
 use crate::store::{
     EventQuery, InstanceRow, QueueEntry, Rebuilt, RecentSessions, SessionSummary, StoredSnapshot,
 };
@@ -70,7 +70,9 @@ impl Engine {
     pub async fn instance_causes(&self, session: &str, instance: &str) -> Result<Vec<Event>> {
         let state = self.session(session).await?;
         let inst = state.instance(instance).ok_or_else(|| {
-            Error::NotFound(format!("session {session:?} has no instance {instance:?}"))
+            Error::from(DomainError::NotFound(format!(
+                "session {session:?} has no instance {instance:?}"
+            )))
         })?;
         Ok(self
             .inner

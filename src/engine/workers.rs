@@ -4,11 +4,13 @@
 //! A claim is an ordinary decision on the instance's session (`InstanceStarted`)
 //! committed together with a conditional lease update of its queue row, so two
 //! workers never both get an instance, and a report under a token whose lease
-//! expired or was re-claimed fails before anything is written.
+//! expired or was re-claimed fails before anything is written. The lease is a
+//! `lease::Lease`; the report is recorded by `report.rs`, as an inline run's is.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::commands::{object_or_empty, optional_object};
@@ -16,7 +18,7 @@ use super::lease::Lease;
 use super::report::Report;
 use super::{now, Engine, Error, Result};
 use crate::domain::decide::Failure;
-use crate::domain::{Instance, JsonObject, Runner};
+use crate::domain::{DomainError, Instance, JsonObject, Runner};
 use crate::store::{Commit, QueueEntry};
 
 /// Default lease of a claim, in seconds.
@@ -26,8 +28,10 @@ pub const MAX_LEASE_SECONDS: u32 = 3600;
 /// Most instances one claim may return.
 pub const MAX_CLAIM: u32 = 100;
 
-/// An instance handed to an external worker.
-#[derive(Debug, Clone, PartialEq)]
+/// An instance handed to an external worker (the GraphQL `TaskClaim`; `triggers
+/// work` reads it back from `claimTasks` as it is).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Claim {
     /// Opaque token: reports and heartbeats name the claim by it.
     pub lease_token: String,
@@ -45,10 +49,29 @@ pub struct Claim {
     pub lease_expires_at: DateTime<Utc>,
 }
 
+/// What an external worker reports with `failTask`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerFailure {
+    /// What went wrong: recorded as `exceptionInfo`.
+    pub error: String,
+    /// Recorded as `exceptionType` (`triggers.WorkerError` when `None`).
+    pub error_type: Option<String>,
+    /// A JSON object recorded as `exceptionContext`.
+    pub context: Option<Value>,
+    /// The log level recorded (ERROR when `None`).
+    pub log_level: Option<i64>,
+    /// Ask for a retry: the instance is replayed within `maxRetries`.
+    pub retry: bool,
+    /// With `retry`, seconds before the clone may be claimed.
+    pub cooldown_seconds: Option<f64>,
+    /// With `retry`, kwargs for the clone (a JSON object).
+    pub replacement_kwargs: Option<Value>,
+}
+
 fn lease_duration(lease_seconds: Option<u32>) -> Result<Duration> {
     let seconds = lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS);
     if !(1..=MAX_LEASE_SECONDS).contains(&seconds) {
-        return Err(Error::BadInput(format!(
+        return Err(Error::bad_input(format!(
             "leaseSeconds must be between 1 and {MAX_LEASE_SECONDS}, got {seconds}"
         )));
     }
@@ -66,17 +89,17 @@ impl Engine {
         lease_seconds: Option<u32>,
     ) -> Result<Vec<Claim>> {
         if worker.is_empty() {
-            return Err(Error::BadInput("worker must not be empty".into()));
+            return Err(Error::bad_input("worker must not be empty"));
         }
         let queue = queue.unwrap_or(Runner::DEFAULT_QUEUE);
         if queue.is_empty() || queue == Runner::Inline.queue_name() {
-            return Err(Error::BadInput(format!(
+            return Err(Error::bad_input(format!(
                 "queue {queue:?} cannot be claimed by workers"
             )));
         }
         let max = max.unwrap_or(1);
         if !(1..=MAX_CLAIM).contains(&max) {
-            return Err(Error::BadInput(format!(
+            return Err(Error::bad_input(format!(
                 "max must be between 1 and {MAX_CLAIM}, got {max}"
             )));
         }
@@ -148,7 +171,10 @@ impl Engine {
                     lease_expires_at: expires,
                 }))
             }
-            Err(Error::Conflict(_) | Error::InvalidState(_) | Error::NotFound(_)) => Ok(None),
+            Err(
+                Error::Conflict(_)
+                | Error::Domain(DomainError::InvalidState(_) | DomainError::NotFound(_)),
+            ) => Ok(None),
             Err(err) => Err(err),
         }
     }
@@ -196,23 +222,25 @@ impl Engine {
     }
 
     /// The worker failed; with `retry`, replay within `maxRetries` after the cooldown.
-    #[allow(clippy::too_many_arguments)]
     pub async fn fail_task(
         &self,
         lease_token: &str,
-        error: String,
-        error_type: Option<String>,
-        context: Option<Value>,
-        log_level: Option<i64>,
-        retry: bool,
-        cooldown_seconds: Option<f64>,
-        replacement_kwargs: Option<Value>,
+        failure: WorkerFailure,
     ) -> Result<(String, Instance)> {
+        let WorkerFailure {
+            error,
+            error_type,
+            context,
+            log_level,
+            retry,
+            cooldown_seconds,
+            replacement_kwargs,
+        } = failure;
         let context = object_or_empty(context, "context")?;
         let replacement_kwargs = optional_object(replacement_kwargs, "replacementKwargs")?;
         if cooldown_seconds.is_some_and(|c| !(0.0..=86_400.0).contains(&c)) {
-            return Err(Error::BadInput(
-                "cooldownSeconds must be between 0 and 86400".into(),
+            return Err(Error::bad_input(
+                "cooldownSeconds must be between 0 and 86400",
             ));
         }
         let failure = Failure {

@@ -2,12 +2,13 @@
 //! [`Engine`], and maps results and errors. No rules and no SQL live here.
 //!
 //! - [`types`]: `Session`, `TaskConfig`, `TaskInstance`, `Event`, `FireResult`,
-//!   `SessionSummary`, `TaskClaim` and the `InstanceStatus` enum.
+//!   `SessionSummary`, `TaskClaim` and the `InstanceStatus` enum. A Rust type
+//!   that would share its name with the engine's or the domain's value it shows
+//!   carries an `Object` suffix (`TaskConfigObject` is the GraphQL `TaskConfig`).
 //! - [`query`], [`mutation`], [`subscription`]: the three roots.
 //! - [`error`]: engine errors -> `extensions.code`; internal errors logged.
 //! - `limits` (private): bracket nesting and fragment-expanded size of a
 //!   document, checked before async-graphql parses and validates it.
-//! - `workers` (private): the worker protocol calls, in one place.
 //! - `warnings` (private): `extensions.warnings` of a response (`configure`'s
 //!   diagnostics).
 //! - `order` (private): response fields put back in the order the query
@@ -25,7 +26,6 @@ pub mod scalars;
 pub mod subscription;
 pub mod types;
 mod warnings;
-mod workers;
 
 use std::time::Duration;
 

@@ -4,17 +4,23 @@
 
 use async_graphql::{Context, Object, Result};
 
+use super::error::bad_input;
 use super::error::{from_engine, GqlResult};
 use super::scalars::{DateTime, Json};
-use super::types::{FireResult, InstanceStatus, Session, TaskClaim, TaskInstance};
-use super::{check_json_size, check_text, engine, warnings, workers};
-use crate::engine::Error;
+use super::types::{FireResultObject, InstanceStatus, Session, TaskClaimObject, TaskInstance};
+use super::{check_json_size, check_text, engine, warnings};
+use crate::engine::{Error, WorkerFailure};
 
 /// Writes.
 pub struct Mutation;
 
 fn json(value: &Option<Json>) -> Option<&serde_json::Value> {
     value.as_ref().map(|j| &j.0)
+}
+
+/// A non-negative `Int` argument as a count.
+fn count(value: i32, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| bad_input(format!("{what} must be >= 0, got {value}")))
 }
 
 /// Writes: configure and fire, the manual changes of operators, and the
@@ -68,7 +74,7 @@ impl Mutation {
             desc = "Makes the fire safe to retry: a repeat within the session appends nothing and answers the first result with `duplicate: true`."
         )]
         idempotency_key: Option<String>,
-    ) -> Result<FireResult> {
+    ) -> Result<FireResultObject> {
         check_json_size(ctx, "kwargs", json(&kwargs))?;
         let engine = engine(ctx);
         let result = engine
@@ -86,7 +92,7 @@ impl Mutation {
                 result.seq
             ))));
         };
-        Ok(FireResult::new(event, result))
+        Ok(FireResultObject::new(event, result))
     }
 
     /// Replays a `failed` instance as a new clone, scheduled at once; returns the clone.
@@ -213,17 +219,18 @@ impl Mutation {
             desc = "How long the claims are held before they return to the queue unless renewed (default 30, 1..3600)."
         )]
         lease_seconds: Option<i32>,
-    ) -> Result<Vec<TaskClaim>> {
+    ) -> Result<Vec<TaskClaimObject>> {
         check_text("worker", Some(&worker))?;
         check_text("queue", queue.as_deref())?;
-        let max = max.map(|m| workers::count(m, "max")).transpose()?;
+        let max = max.map(|m| count(m, "max")).transpose()?;
         let lease_seconds = lease_seconds
-            .map(|s| workers::count(s, "leaseSeconds"))
+            .map(|s| count(s, "leaseSeconds"))
             .transpose()?;
-        let claims = workers::claim(engine(ctx), &worker, queue.as_deref(), max, lease_seconds)
+        let claims = engine(ctx)
+            .claim_tasks(&worker, queue.as_deref(), max, lease_seconds)
             .await
             .gql()?;
-        Ok(claims.into_iter().map(TaskClaim::from).collect())
+        Ok(claims.into_iter().map(TaskClaimObject::from).collect())
     }
 
     /// Extends a lease; returns its new expiry. `CONFLICT` if it expired or was
@@ -237,9 +244,10 @@ impl Mutation {
     ) -> Result<DateTime> {
         check_text("leaseToken", Some(&lease_token))?;
         let lease_seconds = lease_seconds
-            .map(|s| workers::count(s, "leaseSeconds"))
+            .map(|s| count(s, "leaseSeconds"))
             .transpose()?;
-        let expires = workers::heartbeat(engine(ctx), &lease_token, lease_seconds)
+        let expires = engine(ctx)
+            .heartbeat(&lease_token, lease_seconds)
             .await
             .gql()?;
         Ok(expires.into())
@@ -258,14 +266,10 @@ impl Mutation {
     ) -> Result<TaskInstance> {
         check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "result", json(&result))?;
-        let (session, instance) = workers::complete(
-            engine(ctx),
-            &lease_token,
-            result.map(|j| j.0),
-            log_level.map(i64::from),
-        )
-        .await
-        .gql()?;
+        let (session, instance) = engine(ctx)
+            .complete_task(&lease_token, result.map(|j| j.0), log_level.map(i64::from))
+            .await
+            .gql()?;
         Ok(TaskInstance::owned(session, instance))
     }
 
@@ -294,21 +298,16 @@ impl Mutation {
         check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "context", json(&context))?;
         check_json_size(ctx, "replacementKwargs", json(&replacement_kwargs))?;
-        let (session, instance) = workers::fail(
-            engine(ctx),
-            &lease_token,
-            workers::Failure {
-                error,
-                error_type,
-                context: context.map(|j| j.0),
-                log_level: log_level.map(i64::from),
-                retry: retry.unwrap_or(false),
-                cooldown_seconds: cooldown_seconds.map(f64::from),
-                replacement_kwargs: replacement_kwargs.map(|j| j.0),
-            },
-        )
-        .await
-        .gql()?;
+        let failure = WorkerFailure {
+            error,
+            error_type,
+            context: context.map(|j| j.0),
+            log_level: log_level.map(i64::from),
+            retry: retry.unwrap_or(false),
+            cooldown_seconds: cooldown_seconds.map(f64::from),
+            replacement_kwargs: replacement_kwargs.map(|j| j.0),
+        };
+        let (session, instance) = engine(ctx).fail_task(&lease_token, failure).await.gql()?;
         Ok(TaskInstance::owned(session, instance))
     }
 
@@ -323,7 +322,8 @@ impl Mutation {
     ) -> Result<TaskInstance> {
         check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "metadata", json(&metadata))?;
-        let (session, instance) = workers::skip(engine(ctx), &lease_token, metadata.map(|j| j.0))
+        let (session, instance) = engine(ctx)
+            .skip_task(&lease_token, metadata.map(|j| j.0))
             .await
             .gql()?;
         Ok(TaskInstance::owned(session, instance))

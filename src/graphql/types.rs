@@ -22,12 +22,14 @@ mod task;
 
 pub use event::Event;
 pub use listing::{SessionSummary, StatusCount};
-pub use outcomes::{FireResult, TaskClaim};
-pub use task::TaskConfig;
+pub use outcomes::{FireResultObject, TaskClaimObject};
+pub use task::TaskConfigObject;
 
+// The domain's `InstanceStatus` as GraphQL shows it: `remote` derives the
+// conversions both ways (and checks that the variants match).
 /// Where an instance is in its life (docs/concepts.md, "Instances").
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
-#[graphql(name = "InstanceStatus")]
+#[graphql(name = "InstanceStatus", remote = "domain::InstanceStatus")]
 pub enum InstanceStatus {
     /// Created by a trigger, waiting for the rest of its `after` set.
     Unstarted,
@@ -45,38 +47,6 @@ pub enum InstanceStatus {
     Replayed,
     /// Its `unless` set fired before it started.
     Abandoned,
-}
-
-impl From<domain::InstanceStatus> for InstanceStatus {
-    fn from(status: domain::InstanceStatus) -> Self {
-        use domain::InstanceStatus as S;
-        match status {
-            S::Unstarted => Self::Unstarted,
-            S::Scheduled => Self::Scheduled,
-            S::Running => Self::Running,
-            S::Finished => Self::Finished,
-            S::Failed => Self::Failed,
-            S::Skipped => Self::Skipped,
-            S::Replayed => Self::Replayed,
-            S::Abandoned => Self::Abandoned,
-        }
-    }
-}
-
-impl From<InstanceStatus> for domain::InstanceStatus {
-    fn from(status: InstanceStatus) -> Self {
-        use domain::InstanceStatus as S;
-        match status {
-            InstanceStatus::Unstarted => S::Unstarted,
-            InstanceStatus::Scheduled => S::Scheduled,
-            InstanceStatus::Running => S::Running,
-            InstanceStatus::Finished => S::Finished,
-            InstanceStatus::Failed => S::Failed,
-            InstanceStatus::Skipped => S::Skipped,
-            InstanceStatus::Replayed => S::Replayed,
-            InstanceStatus::Abandoned => S::Abandoned,
-        }
-    }
 }
 
 /// Parses a non-negative `Int` argument.
@@ -104,8 +74,8 @@ impl Session {
         TaskInstance::in_state(self.state.clone(), position)
     }
 
-    fn task_view(&self, name: &str) -> Option<TaskConfig> {
-        TaskConfig::in_state(&self.state, name)
+    fn task_view(&self, name: &str) -> Option<TaskConfigObject> {
+        TaskConfigObject::in_state(&self.state, name)
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -143,7 +113,7 @@ impl Session {
     }
 
     /// Every configured task, by name.
-    async fn tasks(&self) -> Vec<TaskConfig> {
+    async fn tasks(&self) -> Vec<TaskConfigObject> {
         self.state
             .tasks()
             .filter_map(|(name, _)| self.task_view(name))
@@ -151,7 +121,10 @@ impl Session {
     }
 
     /// One task, or null if it is not configured.
-    async fn task(&self, #[graphql(desc = "The task name.")] name: String) -> Option<TaskConfig> {
+    async fn task(
+        &self,
+        #[graphql(desc = "The task name.")] name: String,
+    ) -> Option<TaskConfigObject> {
         self.task_view(&name)
     }
 
@@ -210,7 +183,7 @@ impl Session {
     }
 
     /// Tasks with no instance yet, or with an unresolved instance.
-    async fn unresolved_tasks(&self) -> Vec<TaskConfig> {
+    async fn unresolved_tasks(&self) -> Vec<TaskConfigObject> {
         self.state
             .unresolved_tasks()
             .into_iter()

@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 
 use serde_json::{json, Value};
-use triggers::domain::InstanceStatus;
+use triggers::domain::{DomainError, InstanceStatus};
 use triggers::engine::Error;
 use triggers::Engine;
 
@@ -72,7 +72,7 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
         // Then each is NOT_FOUND and names the instance.
         for err in errors {
             assert!(
-                matches!(err, Error::NotFound(_)),
+                matches!(err, Error::Domain(DomainError::NotFound(_))),
                 "{session}/{name}: {err:?}"
             );
             assert_eq!(err.code(), "NOT_FOUND");
@@ -84,7 +84,7 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
     }
     assert!(matches!(
         engine.instance_causes(S, "t#9").await,
-        Err(Error::NotFound(_))
+        Err(Error::Domain(DomainError::NotFound(_)))
     ));
 
     // And nothing was written anywhere.
@@ -140,7 +140,10 @@ async fn replaying_or_skipping_an_instance_that_has_not_failed_is_an_invalid_sta
         );
         // Then the refusal is INVALID_STATE and says why.
         for err in [replay, skip] {
-            assert!(matches!(err, Error::InvalidState(_)), "{name}: {err:?}");
+            assert!(
+                matches!(err, Error::Domain(DomainError::InvalidState(_))),
+                "{name}: {err:?}"
+            );
             assert_eq!(err.code(), "INVALID_STATE");
             let message = err.to_string();
             assert!(message.contains(name), "{message}");
@@ -229,7 +232,10 @@ async fn bad_configuration_is_rejected_whole_naming_the_task_and_directive(db: T
         let err = refused(&format!("configure {bad}"), engine.configure(S, &doc).await);
 
         // Then it is BAD_CONFIGURATION, naming the task and the directive.
-        assert!(matches!(err, Error::BadConfiguration(_)), "{bad}: {err:?}");
+        assert!(
+            matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
+            "{bad}: {err:?}"
+        );
         assert_eq!(err.code(), "BAD_CONFIGURATION");
         let message = err.to_string();
         assert!(
@@ -267,7 +273,10 @@ async fn a_configuration_that_is_not_an_object_of_tasks_is_rejected(db: TestDb) 
         json!({"": {"after": [], "run": DEVNULL}}),
     ] {
         let err = refused(&format!("configure {bad}"), engine.configure(S, &bad).await);
-        assert!(matches!(err, Error::BadConfiguration(_)), "{bad}: {err:?}");
+        assert!(
+            matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
+            "{bad}: {err:?}"
+        );
         assert_eq!(err.code(), "BAD_CONFIGURATION");
         assert!(!err.to_string().is_empty());
     }
@@ -342,7 +351,10 @@ async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: Test
 
     // Then each is BAD_INPUT and nothing was written.
     for err in errors {
-        assert!(matches!(err, Error::BadInput(_)), "{err:?}");
+        assert!(
+            matches!(err, Error::Domain(DomainError::BadInput(_))),
+            "{err:?}"
+        );
         assert_eq!(err.code(), "BAD_INPUT");
         assert!(err.to_string().contains("object"), "{err}");
     }
@@ -384,7 +396,10 @@ async fn an_empty_session_uid_or_trigger_name_is_bad_input(db: TestDb) {
     ];
 
     for err in errors {
-        assert!(matches!(err, Error::BadInput(_)), "{err:?}");
+        assert!(
+            matches!(err, Error::Domain(DomainError::BadInput(_))),
+            "{err:?}"
+        );
         assert_eq!(err.code(), "BAD_INPUT");
     }
     assert_eq!(footprint(&engine, S).await, before);

@@ -22,7 +22,7 @@ use sqlx::{Connection, PgConnection, SqliteConnection};
 use triggers::domain::event::PAYLOAD_FORMAT;
 use triggers::domain::state::timestamp;
 use triggers::domain::{Event, EventPayload, InstanceStatus, Runner, SessionState};
-use triggers::engine::{Claim, EngineOptions};
+use triggers::engine::{Claim, EngineOptions, WorkerFailure};
 use triggers::Engine;
 
 use crate::support::{
@@ -674,13 +674,15 @@ async fn run_the_fixture_session(engine: &Engine) {
     engine
         .fail_task(
             &notify.lease_token,
-            "SMTP timeout".into(),
-            Some("smtplib.SMTPException".into()),
-            Some(json!({"server": "smtp.example.org"})),
-            None,
-            true,
-            Some(0.5),
-            None,
+            WorkerFailure {
+                error: "SMTP timeout".into(),
+                error_type: Some("smtplib.SMTPException".into()),
+                context: Some(json!({"server": "smtp.example.org"})),
+                log_level: None,
+                retry: true,
+                cooldown_seconds: Some(0.5),
+                replacement_kwargs: None,
+            },
         )
         .await
         .unwrap();
@@ -698,13 +700,12 @@ async fn run_the_fixture_session(engine: &Engine) {
     engine
         .fail_task(
             &archive.lease_token,
-            "disk full".into(),
-            Some("OSError".into()),
-            Some(json!({"path": "/archive"})),
-            None,
-            false,
-            None,
-            None,
+            WorkerFailure {
+                error: "disk full".into(),
+                error_type: Some("OSError".into()),
+                context: Some(json!({"path": "/archive"})),
+                ..WorkerFailure::default()
+            },
         )
         .await
         .unwrap();

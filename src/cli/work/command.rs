@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::TaskClaim;
+use crate::engine::Claim;
 
 /// `errorType` of a command that exited unsuccessfully (or was killed by a signal).
 const COMMAND_FAILED: &str = "triggers.work.CommandFailed";
@@ -24,7 +24,7 @@ const MAX_STDOUT: usize = 16 * 1024 * 1024;
 
 /// What a run of COMMAND came to.
 #[derive(Debug, PartialEq)]
-pub(super) enum Outcome {
+pub(super) enum CommandOutcome {
     /// Report `completeTask` with this result.
     Complete(Value),
     /// Report `failTask`.
@@ -36,7 +36,7 @@ pub(super) enum Outcome {
 }
 
 /// Runs `command` with the task on standard input; what it came to.
-pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
+pub(super) async fn execute(command: &[String], claim: &Claim) -> CommandOutcome {
     let input = json!({
         "session": claim.session,
         "instance": claim.instance,
@@ -58,7 +58,7 @@ pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
     let mut child = match process.spawn() {
         Ok(child) => child,
         Err(err) => {
-            return Outcome::Fail {
+            return CommandOutcome::Fail {
                 error: format!("cannot start {:?}: {err}", command[0]),
                 error_type: COMMAND_NOT_STARTED,
                 context: json!({"command": command}),
@@ -80,13 +80,13 @@ pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
     };
     let (_, stdout, stderr, status) = tokio::join!(
         feed,
-        read_limited(stdout, MAX_STDOUT),
-        read_tail(stderr, STDERR_TAIL),
+        read_pipe(stdout, MAX_STDOUT, Keep::First),
+        read_pipe(stderr, STDERR_TAIL, Keep::Last),
         child.wait(),
     );
     match status {
         Ok(status) => outcome(status.success(), status.code(), &stdout, &stderr),
-        Err(err) => Outcome::Fail {
+        Err(err) => CommandOutcome::Fail {
             error: format!("cannot wait for the command: {err}"),
             error_type: COMMAND_FAILED,
             context: json!({}),
@@ -95,14 +95,14 @@ pub(super) async fn execute(command: &[String], claim: &TaskClaim) -> Outcome {
 }
 
 /// Judges a finished command by its exit and output.
-fn outcome(success: bool, code: Option<i32>, stdout: &Output, stderr: &Output) -> Outcome {
+fn outcome(success: bool, code: Option<i32>, stdout: &Output, stderr: &Output) -> CommandOutcome {
     let stderr_text = String::from_utf8_lossy(&stderr.bytes).trim().to_owned();
     if !success {
         let how = match code {
             Some(code) => format!("the command exited with status {code}"),
             None => "the command was killed by a signal".to_owned(),
         };
-        return Outcome::Fail {
+        return CommandOutcome::Fail {
             error: if stderr_text.is_empty() {
                 how
             } else {
@@ -113,18 +113,18 @@ fn outcome(success: bool, code: Option<i32>, stdout: &Output, stderr: &Output) -
         };
     }
     if stdout.truncated {
-        return Outcome::Fail {
+        return CommandOutcome::Fail {
             error: format!("the command printed more than {MAX_STDOUT} bytes on standard output"),
             error_type: INVALID_RESULT,
             context: json!({"exitCode": code}),
         };
     }
     match serde_json::from_slice::<Value>(&stdout.bytes) {
-        Ok(result @ Value::Object(_)) => Outcome::Complete(result),
+        Ok(result @ Value::Object(_)) => CommandOutcome::Complete(result),
         _ => {
             let printed = String::from_utf8_lossy(&stdout.bytes);
             let printed = tail(printed.trim(), 512);
-            Outcome::Fail {
+            CommandOutcome::Fail {
                 error: format!(
                     "the command exited 0 but did not print one JSON object on standard output \
                      (it printed {printed:?}){}",
@@ -148,26 +148,17 @@ struct Output {
     truncated: bool,
 }
 
-/// Reads all of `pipe`, keeping at most the first `limit` bytes.
-async fn read_limited(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output {
-    let mut output = Output::default();
-    let Some(mut pipe) = pipe else {
-        return output;
-    };
-    let mut buffer = [0u8; 8192];
-    while let Ok(n) = pipe.read(&mut buffer).await {
-        if n == 0 {
-            break;
-        }
-        let room = limit.saturating_sub(output.bytes.len());
-        output.bytes.extend_from_slice(&buffer[..n.min(room)]);
-        output.truncated |= n > room;
-    }
-    output
+/// Which bytes of a pipe to keep once it gives more than the limit.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// The first ones (a result: more than the limit is refused anyway).
+    First,
+    /// The last ones (an error: its end says the most).
+    Last,
 }
 
-/// Reads all of `pipe`, keeping the last `limit` bytes.
-async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output {
+/// Reads all of `pipe`, keeping `limit` bytes of it at most.
+async fn read_pipe(pipe: Option<impl AsyncRead + Unpin>, limit: usize, keep: Keep) -> Output {
     let mut output = Output::default();
     let Some(mut pipe) = pipe else {
         return output;
@@ -177,11 +168,20 @@ async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, limit: usize) -> Output
         if n == 0 {
             break;
         }
-        output.bytes.extend_from_slice(&buffer[..n]);
-        if output.bytes.len() > limit {
-            let excess = output.bytes.len() - limit;
-            output.bytes.drain(..excess);
-            output.truncated = true;
+        match keep {
+            Keep::First => {
+                let room = limit.saturating_sub(output.bytes.len());
+                output.bytes.extend_from_slice(&buffer[..n.min(room)]);
+                output.truncated |= n > room;
+            }
+            Keep::Last => {
+                output.bytes.extend_from_slice(&buffer[..n]);
+                if output.bytes.len() > limit {
+                    let excess = output.bytes.len() - limit;
+                    output.bytes.drain(..excess);
+                    output.truncated = true;
+                }
+            }
         }
     }
     output
@@ -211,13 +211,13 @@ mod tests {
     fn a_json_object_on_stdout_after_exit_0_is_the_result() {
         assert_eq!(
             outcome(true, Some(0), &out(" {\"ok\": true}\n"), &out("")),
-            Outcome::Complete(json!({"ok": true}))
+            CommandOutcome::Complete(json!({"ok": true}))
         );
     }
 
     #[test]
     fn a_non_zero_exit_fails_with_the_stderr_tail() {
-        let Outcome::Fail {
+        let CommandOutcome::Fail {
             error, error_type, ..
         } = outcome(
             false,
@@ -235,7 +235,8 @@ mod tests {
     #[test]
     fn stdout_that_is_not_one_object_is_an_invalid_result() {
         for printed in ["", "[1]", "ok", "{} {}"] {
-            let Outcome::Fail { error_type, .. } = outcome(true, Some(0), &out(printed), &out(""))
+            let CommandOutcome::Fail { error_type, .. } =
+                outcome(true, Some(0), &out(printed), &out(""))
             else {
                 panic!("expected a failure for {printed:?}");
             };
@@ -246,10 +247,22 @@ mod tests {
     #[tokio::test]
     async fn the_stderr_tail_keeps_the_last_bytes() {
         let text = "x".repeat(10_000) + "END";
-        let output = read_tail(Some(text.as_bytes()), 100).await;
+        let output = read_pipe(Some(text.as_bytes()), 100, Keep::Last).await;
         assert!(output.truncated);
         assert_eq!(output.bytes.len(), 100);
         assert!(output.bytes.ends_with(b"END"));
+    }
+
+    #[tokio::test]
+    async fn stdout_past_the_limit_keeps_its_first_bytes_and_says_so() {
+        let text = "START".to_owned() + &"x".repeat(10_000);
+        let output = read_pipe(Some(text.as_bytes()), 100, Keep::First).await;
+        assert!(output.truncated);
+        assert_eq!(output.bytes.len(), 100);
+        assert!(output.bytes.starts_with(b"START"));
+        let short = read_pipe(Some(&b"{}"[..]), 100, Keep::First).await;
+        assert!(!short.truncated);
+        assert_eq!(short.bytes, b"{}");
     }
 
     #[test]

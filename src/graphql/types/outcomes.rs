@@ -11,8 +11,8 @@ use crate::graphql::engine;
 use crate::graphql::error::GqlResult;
 use crate::graphql::scalars::{DateTime, Json};
 
-/// What a `fire` did.
-pub struct FireResult {
+/// What a `fire` did: the engine's `FireResult` as the GraphQL `FireResult`.
+pub struct FireResultObject {
     uid: String,
     event: domain::Event,
     scheduled: Vec<String>,
@@ -23,15 +23,15 @@ pub struct FireResult {
     state: tokio::sync::OnceCell<Arc<SessionState>>,
 }
 
-impl FireResult {
+impl FireResultObject {
     /// The result of a fire; the session is read after it, on demand.
     pub fn new(event: domain::Event, result: crate::engine::FireResult) -> Self {
         Self {
             uid: result.session,
             event,
-            scheduled: result.scheduled,
-            abandoned: result.abandoned,
-            duplicate: result.duplicate,
+            scheduled: result.outcome.scheduled,
+            abandoned: result.outcome.abandoned,
+            duplicate: result.outcome.duplicate,
             state: tokio::sync::OnceCell::new(),
         }
     }
@@ -52,8 +52,8 @@ impl FireResult {
 }
 
 /// What a `fire` did.
-#[Object]
-impl FireResult {
+#[Object(name = "FireResult")]
+impl FireResultObject {
     /// The session after the fire.
     async fn session(&self, ctx: &Context<'_>) -> Result<Session> {
         Ok(Session::new(self.state(ctx).await?.clone()))
@@ -81,9 +81,10 @@ impl FireResult {
 }
 
 /// An instance handed to an external worker under a lease.
+// The engine's `Claim` as the GraphQL `TaskClaim`.
 #[derive(SimpleObject)]
 #[graphql(name = "TaskClaim")]
-pub struct TaskClaim {
+pub struct TaskClaimObject {
     /// Names the claim in `heartbeat`, `completeTask`, `failTask` and `skipTask`.
     pub lease_token: String,
     /// The session.
@@ -100,7 +101,7 @@ pub struct TaskClaim {
     pub lease_expires_at: DateTime,
 }
 
-impl From<Claim> for TaskClaim {
+impl From<Claim> for TaskClaimObject {
     fn from(claim: Claim) -> Self {
         Self {
             lease_token: claim.lease_token,

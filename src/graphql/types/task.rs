@@ -1,4 +1,5 @@
-//! The `TaskConfig` type: a configured task, read from one session view.
+//! The GraphQL `TaskConfig` type ([`TaskConfigObject`]): a configured task, read
+//! from one session view.
 
 use std::sync::Arc;
 
@@ -9,14 +10,15 @@ use crate::domain::{self, SessionState};
 use crate::graphql::engine;
 use crate::graphql::scalars::JsonRef;
 
-/// A configured task, read from one session view.
-pub struct TaskConfig {
+/// A configured task, read from one session view (the domain's `TaskConfig`
+/// with its name and session).
+pub struct TaskConfigObject {
     state: Arc<SessionState>,
     name: String,
     config: Arc<domain::TaskConfig>,
 }
 
-impl TaskConfig {
+impl TaskConfigObject {
     pub(super) fn in_state(state: &Arc<SessionState>, name: &str) -> Option<Self> {
         Some(Self {
             config: state.task_arc(name)?,
@@ -27,8 +29,8 @@ impl TaskConfig {
 }
 
 /// A named rule of a session: which triggers must fire, and what then runs.
-#[Object]
-impl TaskConfig {
+#[Object(name = "TaskConfig")]
+impl TaskConfigObject {
     /// The task name (conventionally `t_...`).
     async fn name(&self) -> &str {
         &self.name
