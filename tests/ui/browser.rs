@@ -115,6 +115,10 @@ impl Browser {
         let _ = self.driver.wait();
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Navigates to `url`.
     pub(crate) async fn open(&self, url: &str) {
         self.client

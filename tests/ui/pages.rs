@@ -182,7 +182,7 @@ pub(crate) fn session(b: &Browser, db: TestDb) -> Run<'_> {
         let counts = b.texts("#counts .badge").await;
         assert_eq!(
             counts,
-            ["1 unstarted", "1 failed", "2 finished"],
+            ["1 unstarted", "2 finished", "1 failed"],
             "counts in status order"
         );
         // Tasks and their directives; which are unresolved.
@@ -241,6 +241,7 @@ pub(crate) fn session(b: &Browser, db: TestDb) -> Run<'_> {
         assert_eq!(seqs, (1..=version).rev().collect::<Vec<_>>());
         b.screenshot("session").await;
         b.assert_same_origin(&app.address).await;
+        timeline_folds_idle_gaps(b).await;
 
         // A cause link jumps to its event.
         let failed_seq = b.js("return Number(document.querySelector('#event-rows tr[data-kind=InstanceFailed]').dataset.seq)").await;
@@ -426,4 +427,30 @@ pub(crate) fn instance(b: &Browser, db: TestDb) -> Run<'_> {
             json!("TriggerFired")
         );
     })
+}
+
+/// The timeline's scale, run in the page: activity separated by more than 5
+/// minutes becomes two spans with a labelled break between them.
+async fn timeline_folds_idle_gaps(b: &Browser) {
+    let folded = b
+        .client()
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             import('/ui/assets/timeline.js').then((m) => {
+               const t0 = Date.parse('2026-01-01T10:00:00Z');
+               const minute = 60000;
+               const instance = (name, created, running, end) => ({ name, status: 'FINISHED', metadata: { timestamps: {
+                 created: new Date(created).toISOString(), scheduled: new Date(created).toISOString(),
+                 running: new Date(running).toISOString(), finished: new Date(end).toISOString() } } });
+               const lanes = [instance('a#0', t0, t0 + minute, t0 + 2 * minute),
+                              instance('b#0', t0 + 136 * minute, t0 + 136 * minute, t0 + 137 * minute)];
+               const svg = m.renderTimeline(lanes, [], t0 + 137 * minute, () => '#', 1200);
+               done({ spans: m.scale(lanes.flatMap((l) => Object.values(l.metadata.timestamps).map(Date.parse)), 1000).spans.length,
+                      breaks: [...svg.querySelectorAll('.break text')].map((t) => t.textContent) });
+             });",
+            vec![],
+        )
+        .await
+        .expect("run the timeline module");
+    assert_eq!(folded, json!({"spans": 2, "breaks": ["⋯ 2 h 14 min ⋯"]}));
 }
