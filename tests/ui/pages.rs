@@ -155,6 +155,24 @@ pub(crate) fn list(b: &Browser, db: TestDb) -> Run<'_> {
             .await;
         assert!(b.text("#empty").await.contains("nothing-like-this"));
 
+        // Work that has not moved for long stands out (the rule, run in the page).
+        let stuck = b
+            .client()
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 import('/ui/assets/list.js').then((m) => {
+                   const now = Date.parse('2026-01-01T12:00:00Z');
+                   const at = (min) => new Date(now - min * 60000).toISOString();
+                   const row = (counts, min) => m.flags({ updatedAt: at(min), instanceCounts: counts }, now).map((f) => f.textContent);
+                   done([row([{ status: 'RUNNING', count: 1 }], 134), row([{ status: 'RUNNING', count: 1 }], 2),
+                         row([{ status: 'FINISHED', count: 3 }], 600)]);
+                 });",
+                vec![],
+            )
+            .await
+            .expect("run the list module");
+        assert_eq!(stuck, json!([["stuck? idle 2 h 14 min"], [], []]));
+
         // The counts come from the server: one failed instance.
         b.open(&app.url("/ui/?q=other")).await;
         b.wait_js(
@@ -242,6 +260,15 @@ pub(crate) fn session(b: &Browser, db: TestDb) -> Run<'_> {
         b.screenshot("session").await;
         b.assert_same_origin(&app.address).await;
         timeline_folds_idle_gaps(b).await;
+        b.js("document.querySelector('#timeline-card').scrollIntoView(); return true")
+            .await;
+        b.screenshot("session-timeline").await;
+        // On a laptop.
+        b.client().set_window_size(1280, 800).await.expect("resize");
+        b.js("window.scrollTo(0, 0); return true").await;
+        b.screenshot("session-1280").await;
+        let (w, h) = (crate::browser::WIDTH, crate::browser::HEIGHT);
+        b.client().set_window_size(w, h).await.expect("resize");
 
         // A cause link jumps to its event.
         let failed_seq = b.js("return Number(document.querySelector('#event-rows tr[data-kind=InstanceFailed]').dataset.seq)").await;

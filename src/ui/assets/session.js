@@ -47,6 +47,9 @@ function tasksCard(view) {
   const unresolved = new Set(view.unresolvedTasks.map((t) => t.name));
   const body = view.tasks.length
     ? h(
+        "div",
+        { class: "scroll" },
+        h(
         "table",
         { id: "tasks" },
         h("thead", {}, h("tr", {}, h("th", {}, "Task"), h("th", {}, "Directives"))),
@@ -70,6 +73,7 @@ function tasksCard(view) {
             ),
           ),
         ),
+      ),
       )
     : h("p", { class: "muted" }, "No task configured (yet) in this view.");
   return [h("h2", {}, `Tasks (${view.tasks.length})`), body];
@@ -145,7 +149,7 @@ export async function renderSession(main, uid, params) {
       instances,
       h("h2", {}, `Instances (${state.view.instanceCounts.reduce((n, c) => n + c.count, 0)})`),
       state.instances.length
-        ? h("table", { id: "instances" }, h("thead", {}, h("tr", {}, h("th", {}, "Instance"), h("th", {}, "Status"), h("th", {}, "Clone of"), h("th", {}, "Last change"))), h("tbody", {}, state.instances.map((i) => instanceRow(uid, i, query))))
+        ? h("div", { class: "scroll" }, h("table", { id: "instances" }, h("thead", {}, h("tr", {}, h("th", {}, "Instance"), h("th", {}, "Status"), h("th", {}, "Clone of"), h("th", {}, "Last change"))), h("tbody", {}, state.instances.map((i) => instanceRow(uid, i, query)))))
         : h("p", { class: "muted" }, "No instance yet: the tasks wait for their triggers."),
       moreButton,
     );
