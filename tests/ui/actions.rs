@@ -264,6 +264,14 @@ pub(crate) fn graphiql(b: &Browser, db: TestDb) -> Run<'_> {
             .await;
         assert!(result.as_str().unwrap().contains("recentSessions"));
         b.screenshot("graphiql").await;
+        // A subscription goes over the WebSocket of the same /graphql.
+        b.js("document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue('subscription { sessionEvents(session: \"g:1\") { seq kind } }'); return true").await;
+        b.click(".graphiql-execute-button").await;
+        b.wait_js(
+            "the subscription's first event",
+            "const r = document.querySelector('.result-window'); return r && r.innerText.includes('SessionConfigured')",
+        )
+        .await;
         b.assert_same_origin(&app.address).await;
     })
 }
