@@ -266,6 +266,8 @@ pub(crate) fn graphiql(b: &Browser, db: TestDb) -> Run<'_> {
         b.screenshot("graphiql").await;
         // A subscription goes over the WebSocket of the same /graphql.
         b.js("document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue('subscription { sessionEvents(session: \"g:1\") { seq kind } }'); return true").await;
+        // GraphiQL reads the edited document after a short debounce.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         b.click(".graphiql-execute-button").await;
         b.wait_js(
             "the subscription's first event",

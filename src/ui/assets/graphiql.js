@@ -7,7 +7,8 @@ import { post, subscribe } from "./api.js";
 function isSubscription(query, operationName) {
   const text = query.replace(/#[^\n]*/g, "");
   const operations = [...text.matchAll(/(?:^|})\s*(query|mutation|subscription)\s*([_A-Za-z][_0-9A-Za-z]*)?/g)];
-  const chosen = operationName ? operations.find((m) => m[2] === operationName) : operations[0];
+  // GraphiQL may still name the operation of the previous document.
+  const chosen = (operationName && operations.find((m) => m[2] === operationName)) || operations[0];
   return Boolean(chosen && chosen[1] === "subscription");
 }
 
