@@ -19,6 +19,8 @@
 //! - [`http`]: the axum server: `/graphql` (GraphiQL, WebSocket subscriptions),
 //!   `/health`, `/metrics`, body limit and API token; [`http::serve`] takes a
 //!   shutdown future.
+//! - [`ui`]: the web UI (`/ui/`: sessions, timelines, why an instance ran),
+//!   plain ES modules and GraphiQL's vendored code embedded in the binary.
 //! - [`metrics`]: the Prometheus series of `GET /metrics`, one registry per engine.
 //! - [`ops`]: the operator's tools over a database: export and import of the log
 //!   as JSON Lines, copy between databases, and retention (purge).
@@ -68,5 +70,6 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod store;
+pub mod ui;
 
 pub use engine::Engine;

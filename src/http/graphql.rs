@@ -1,11 +1,12 @@
-//! `/graphql`: `POST` runs a query or mutation; `GET` serves GraphiQL, or upgrades
+//! `/graphql`: `POST` runs a query or mutation; `GET` serves GraphiQL (from the
+//! binary, [`crate::ui`]), or upgrades
 //! to a WebSocket for subscriptions (`graphql-transport-ws`, and the older
 //! `graphql-ws`).
 //!
 //! The body is read here, under the size cap, so an oversized request is a 413
 //! with a clear message before any parsing; the token is checked first of all.
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::body::Body;
@@ -13,7 +14,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
@@ -84,7 +85,7 @@ async fn graphiql_or_subscribe(
     protocol: Result<GraphQLProtocol, StatusCode>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
-        return graphiql().into_response();
+        return crate::ui::graphiql(&headers);
     };
     let Ok(protocol) = protocol else {
         return (
@@ -102,16 +103,6 @@ async fn graphiql_or_subscribe(
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(state.max_body_bytes)
         .on_upgrade(move |socket| subscribe(socket, state, protocol, authorized))
-}
-
-fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .title("triggers")
-            .finish(),
-    )
 }
 
 /// Runs one subscription connection until the client leaves or the server stops.

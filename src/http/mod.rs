@@ -4,6 +4,7 @@
 //!   (GraphiQL, or a WebSocket upgrade for subscriptions).
 //! - [`health`]: `GET /health`, which pings the database.
 //! - [`metrics`]: `GET /metrics` (Prometheus), and the count of requests by status.
+//! - [`crate::ui`]: `/` and `/ui/...`, the web UI.
 //! - [`auth`]: the optional bearer token.
 //! - [`error`]: refusals at the HTTP edge, shaped as GraphQL errors.
 //!
@@ -87,6 +88,7 @@ pub fn router(engine: Engine, config: &ServerConfig, stopping: Stopping) -> Rout
             stopping,
         }))
         .merge(health::router(engine.clone()))
+        .merge(crate::ui::router())
         .merge(metrics::router(engine.clone(), auth))
         .layer(axum::middleware::from_fn_with_state(
             engine,

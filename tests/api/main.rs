@@ -24,3 +24,4 @@ mod queries;
 mod questionnaire;
 mod schema;
 mod subscriptions;
+mod ui;
