@@ -77,7 +77,12 @@ async fn an_and_every_task_with_no_other_trigger_runs_once_per_firing(db: TestDb
     // When three pages are received.
     let mut scheduled = Vec::new();
     for n in 1..=3 {
-        scheduled.push(fire(&engine, S, "page", json!({"n": n})).await.scheduled);
+        scheduled.push(
+            fire(&engine, S, "page", json!({"n": n}))
+                .await
+                .outcome
+                .scheduled,
+        );
     }
     settle(&engine).await;
 
