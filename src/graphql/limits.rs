@@ -11,9 +11,15 @@
 //!   (each fragment once) and held to the complexity limit.
 //!
 //! Both apply to every request, over HTTP and over WebSocket.
+//!
+//! Parsing is also where a small request spends most of its time in
+//! async-graphql (its parser is a PEG grammar), and clients send the same few
+//! documents again and again with other variables. So a document that passed
+//! both limits is kept, parsed, in a bounded cache keyed by its text, and the
+//! next request with the same text starts from a copy instead of the parser.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
@@ -29,6 +35,19 @@ pub(crate) struct DocumentLimits {
     pub(crate) max_nesting: usize,
     /// Most fields a document may select, fragments expanded.
     pub(crate) max_fields: usize,
+    /// Documents that passed, parsed (shared by every request).
+    pub(crate) parsed: Arc<ParsedDocuments>,
+}
+
+impl DocumentLimits {
+    /// The limits, with an empty cache of parsed documents.
+    pub(crate) fn new(max_nesting: usize, max_fields: usize) -> Self {
+        Self {
+            max_nesting,
+            max_fields,
+            parsed: Arc::default(),
+        }
+    }
 }
 
 impl ExtensionFactory for DocumentLimits {
@@ -36,6 +55,7 @@ impl ExtensionFactory for DocumentLimits {
         Arc::new(DocumentLimitsExtension {
             max_nesting: self.max_nesting,
             max_fields: self.max_fields,
+            parsed: self.parsed.clone(),
         })
     }
 }
@@ -43,6 +63,52 @@ impl ExtensionFactory for DocumentLimits {
 struct DocumentLimitsExtension {
     max_nesting: usize,
     max_fields: usize,
+    parsed: Arc<ParsedDocuments>,
+}
+
+/// Parsed documents by their text: at most [`Self::CAPACITY`] of them, each at
+/// most [`Self::MAX_TEXT`] bytes long. When it is full it is emptied and
+/// fills again with what is sent now, so a client that sends a new document
+/// every time costs a parse and nothing more, and memory stays bounded.
+#[derive(Default)]
+pub(crate) struct ParsedDocuments {
+    documents: Mutex<HashMap<Box<str>, Arc<ExecutableDocument>>>,
+}
+
+impl ParsedDocuments {
+    /// Documents kept.
+    const CAPACITY: usize = 256;
+    /// Longest text kept.
+    const MAX_TEXT: usize = 16 * 1024;
+
+    fn get(&self, text: &str) -> Option<Arc<ExecutableDocument>> {
+        self.lock().get(text).cloned()
+    }
+
+    fn keep(&self, text: &str, document: ExecutableDocument) {
+        if text.len() > Self::MAX_TEXT {
+            return;
+        }
+        let mut documents = self.lock();
+        if documents.len() >= Self::CAPACITY {
+            documents.clear();
+        }
+        documents.insert(text.into(), Arc::new(document));
+    }
+
+    /// The map (a panic elsewhere while it was held leaves it usable: it is
+    /// only a cache).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<ExecutableDocument>>> {
+        self.documents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many documents are kept (tests look).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 #[async_trait::async_trait]
@@ -53,6 +119,11 @@ impl Extension for DocumentLimitsExtension {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
+        if let Some(document) = self.parsed.get(&request.query) {
+            // It passed both limits when it was kept.
+            request.set_parsed_query(ExecutableDocument::clone(&document));
+            return next.run(ctx, request).await;
+        }
         let nesting = nesting(&request.query);
         if nesting > self.max_nesting {
             return Err(refusal(format!(
@@ -68,6 +139,8 @@ impl Extension for DocumentLimitsExtension {
                 self.max_fields
             )));
         }
+        let document = request.parsed_query()?.clone();
+        self.parsed.keep(&request.query, document);
         next.run(ctx, request).await
     }
 }
@@ -203,6 +276,40 @@ mod tests {
 
     fn fields(query: &str) -> usize {
         selected_fields(&async_graphql::parser::parse_query(query).unwrap())
+    }
+
+    fn parse(query: &str) -> ExecutableDocument {
+        async_graphql::parser::parse_query(query).unwrap()
+    }
+
+    #[test]
+    fn parsed_documents_are_found_by_their_text() {
+        let cache = ParsedDocuments::default();
+        assert!(cache.get("{ a }").is_none());
+        cache.keep("{ a }", parse("{ a }"));
+        let kept = cache.get("{ a }").expect("kept");
+        assert_eq!(selected_fields(&kept), 1);
+        assert!(
+            cache.get("{ a  }").is_none(),
+            "another text is another document"
+        );
+    }
+
+    #[test]
+    fn parsed_documents_stay_bounded() {
+        let cache = ParsedDocuments::default();
+        for i in 0..ParsedDocuments::CAPACITY {
+            let text = format!("{{ a{i} }}");
+            cache.keep(&text, parse(&text));
+        }
+        assert_eq!(cache.len(), ParsedDocuments::CAPACITY);
+        cache.keep("{ last }", parse("{ last }"));
+        assert_eq!(cache.len(), 1, "a full cache starts again");
+        assert!(cache.get("{ last }").is_some());
+
+        let long = format!("{{ a {} }}", "b ".repeat(ParsedDocuments::MAX_TEXT));
+        cache.keep(&long, parse(&long));
+        assert!(cache.get(&long).is_none(), "a long text is not kept");
     }
 
     #[test]

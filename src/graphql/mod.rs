@@ -94,10 +94,10 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
 /// The schema served for `engine`, with `config`'s limits.
 pub fn schema(engine: Engine, config: Config) -> TriggersSchema {
     builder()
-        .extension(limits::DocumentLimits {
-            max_nesting: config.max_nesting,
-            max_fields: config.max_complexity,
-        })
+        .extension(limits::DocumentLimits::new(
+            config.max_nesting,
+            config.max_complexity,
+        ))
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .data(engine)
