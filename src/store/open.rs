@@ -45,3 +45,30 @@ pub async fn open_with(url: &str, options: &StoreOptions) -> StoreResult<Arc<dyn
         Err(StoreError::BadUrl(url.to_owned()))
     }
 }
+
+/// How long a pooled connection may sit idle before it is checked (a ping)
+/// on its way out of the pool.
+const CHECK_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Both backends' pools check a connection before handing it out only when it
+/// has been idle a while. sqlx's default checks every one: a ping per
+/// acquire, which is one more round trip to PostgreSQL, or one more hop to a
+/// SQLite connection's thread, on every statement outside a transaction and
+/// every commit (a commit on a busy server takes a connection that was idle
+/// for microseconds). A connection that fails its check is dropped and
+/// another is taken; a connection that broke while in use fails the call that
+/// finds it, as it would with the default.
+pub(super) fn checked_when_idle<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= CHECK_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}

@@ -74,7 +74,7 @@ impl PostgresStore {
     /// # Errors
     /// A malformed URL, a database that does not answer, or a failed migration.
     pub async fn connect(url: &str, options: &PostgresOptions) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
+        let pool = super::open::checked_when_idle(PgPoolOptions::new())
             .max_connections(options.pool_size.max(1))
             .acquire_timeout(options.acquire_timeout)
             .connect(url)

@@ -112,7 +112,7 @@ impl SqliteStore {
                 .connect_with(connect)
                 .await?
         } else {
-            SqlitePoolOptions::new()
+            super::open::checked_when_idle(SqlitePoolOptions::new())
                 .max_connections(POOL_SIZE)
                 .connect_with(connect)
                 .await?
