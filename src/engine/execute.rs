@@ -203,10 +203,13 @@ impl Engine {
         let to_run = inline::inline_work(slot.state.as_deref().expect("loaded"), &plan.events);
         drop(slot);
         self.spawn_prestarted(session, plan.prestarted);
-        let _ = self.inner.committed.send(Arc::new(Committed {
-            session: session.to_owned(),
-            events: plan.events.clone(),
-        }));
+        // Only subscriptions listen: with none open, the events are not copied.
+        if self.inner.committed.receiver_count() > 0 {
+            let _ = self.inner.committed.send(Arc::new(Committed {
+                session: session.to_owned(),
+                events: plan.events.clone(),
+            }));
+        }
         for work in to_run {
             self.spawn_inline(session.to_owned(), work);
         }

@@ -220,7 +220,7 @@ impl Engine {
         heartbeat.abort();
         let report = Report::from(outcome);
         let label = report.label();
-        self.report(session, &instance, report, lease).await?;
+        self.report_only(session, &instance, report, lease).await?;
         self.inner
             .metrics
             .inline_runs

@@ -8,7 +8,7 @@ use super::lease::Lease;
 use super::{Engine, Outcome, Result};
 use crate::domain::config::json_type;
 use crate::domain::decide::Failure;
-use crate::domain::{DomainError, Instance, JsonObject};
+use crate::domain::{DomainError, Instance, JsonObject, SessionState};
 
 /// An outcome as the engine records it.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub(crate) enum Report {
 
 impl Engine {
     /// Records how a job ended, renewing `lease` in the same commit (refused if
-    /// it was lost).
+    /// it was lost); answers the instance as it is then.
     pub(crate) async fn report(
         &self,
         session: &str,
@@ -38,6 +38,37 @@ impl Engine {
         report: Report,
         lease: &Lease,
     ) -> Result<Instance> {
+        self.report_then(session, instance, report, lease, |state| {
+            state
+                .instance(instance)
+                .cloned()
+                .ok_or_else(|| DomainError::NotFound(format!("no instance {instance:?}")))
+        })
+        .await
+    }
+
+    /// [`Engine::report`] for a caller that needs no answer (an inline run):
+    /// the instance, kwargs and all, is not copied out.
+    pub(crate) async fn report_only(
+        &self,
+        session: &str,
+        instance: &str,
+        report: Report,
+        lease: &Lease,
+    ) -> Result<()> {
+        self.report_then(session, instance, report, lease, |_| Ok(()))
+            .await
+    }
+
+    /// Records the report, then answers what `answer` reads off the state.
+    async fn report_then<T>(
+        &self,
+        session: &str,
+        instance: &str,
+        report: Report,
+        lease: &Lease,
+        answer: impl Fn(&SessionState) -> std::result::Result<T, DomainError>,
+    ) -> Result<T> {
         let executed = self
             .execute(
                 session,
@@ -61,10 +92,7 @@ impl Engine {
                             )?;
                         }
                     }
-                    d.state()
-                        .instance(instance)
-                        .cloned()
-                        .ok_or_else(|| DomainError::NotFound(format!("no instance {instance:?}")))
+                    answer(d.state())
                 },
                 |at| vec![lease.renew(instance, at)],
             )
