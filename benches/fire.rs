@@ -186,7 +186,7 @@ fn fire_many_sessions(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
     for (label, engine) in engines {
         let next = Arc::new(AtomicU64::new(0));
         for tasks in CONCURRENCY {
-            let fires = (tasks * triggers::cli::JOURNEY.len()) as u64;
+            let fires = (tasks * triggers::workload::JOURNEY.len()) as u64;
             group.throughput(Throughput::Elements(fires));
             group.bench_function(BenchmarkId::new(&label, tasks), |b| {
                 b.to_async(rt).iter_custom(|iters| {
@@ -218,7 +218,7 @@ async fn respondents(engine: &Engine, next: &AtomicU64, tasks: usize) -> Duratio
         let s = s.clone();
         tokio::spawn(async move {
             engine
-                .configure(&s, &triggers::cli::questionnaire())
+                .configure(&s, &triggers::workload::questionnaire())
                 .await
                 .expect("configure")
         })
@@ -232,7 +232,7 @@ async fn respondents(engine: &Engine, next: &AtomicU64, tasks: usize) -> Duratio
         .map(|session| {
             let engine = engine.clone();
             tokio::spawn(async move {
-                for (i, trigger) in triggers::cli::JOURNEY.iter().enumerate() {
+                for (i, trigger) in triggers::workload::JOURNEY.iter().enumerate() {
                     engine
                         .fire(&session, trigger, common::kwargs(i as u64), None)
                         .await

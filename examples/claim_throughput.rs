@@ -2,9 +2,10 @@
 //! HTTP, with N concurrent workers, on SQLite and (when
 //! `TRIGGERS_TEST_POSTGRES_URL` is set) PostgreSQL.
 //!
-//! For each backend and each N it starts the real server on a fresh database,
-//! enqueues the instances (`THROUGHPUT_SESSIONS`, default 20, sessions, each with one `worker` task that makes
-//! an instance per `tick`), then runs N loops of `claimTasks(max: BATCH)` +
+//! For each backend and each N it starts the real server on a fresh database
+//! (the test kit's), enqueues the instances (`THROUGHPUT_SESSIONS`, default 20,
+//! sessions, each with one `worker` task that makes an instance per `tick`),
+//! then runs N loops of `claimTasks(max: BATCH)` +
 //! `completeTask` per claim until every instance is finished, and prints the
 //! rate and how many claims came back empty before the end.
 //!
@@ -20,9 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use triggers::testkit::db::{create_schema, drop_schema, postgres_server};
+use triggers::testkit::{TestApp, TestDb};
 use triggers::Engine;
 
 const CLAIM: &str = "mutation($w: String!, $m: Int) {
@@ -49,33 +49,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .map(|n| n.trim().parse())
         .collect::<Result<_, _>>()?;
-    let postgres = std::env::var("TRIGGERS_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
+    let postgres = postgres_server();
     println!(
         "{instances} worker instances in {sessions} sessions, claimTasks(max: {batch}) + completeTask over HTTP, \
          nproc {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for &n in &workers {
-        let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("throughput.db").display());
-        measure("sqlite", &url, instances, sessions, n, batch).await?;
+        let db = TestDb::sqlite();
+        measure("sqlite", &db.url, instances, sessions, n, batch).await?;
     }
     match &postgres {
         Some(base) => {
             for &n in &workers {
-                let schema = format!("throughput_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = PgConnection::connect(base).await?;
-                admin
-                    .execute(format!("CREATE SCHEMA {schema}").as_str())
-                    .await?;
-                let separator = if base.contains('?') { '&' } else { '?' };
-                let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+                let (url, schema) = create_schema(base, "throughput").await;
                 let outcome = measure("postgres", &url, instances, sessions, n, batch).await;
-                admin
-                    .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-                    .await?;
+                drop_schema(base, &schema).await;
                 outcome?;
             }
         }
@@ -109,17 +98,8 @@ async fn measure(
             )
             .await?;
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}/graphql", listener.local_addr()?);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(triggers::http::serve(
-        engine.clone(),
-        listener,
-        Default::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let app = TestApp::serve(engine, Default::default()).await;
+    let endpoint = app.url("/graphql");
 
     let http = reqwest::Client::new();
     let done = Arc::new(AtomicU64::new(0));
@@ -162,9 +142,7 @@ async fn measure(
     let elapsed = started.elapsed();
     let completed = done.load(Ordering::Relaxed);
     let empty = empty.load(Ordering::Relaxed);
-    let _ = stop.send(());
-    server.await??;
-    engine.shutdown(Duration::from_secs(5)).await;
+    app.stop().await;
     if completed as usize != instances {
         return Err(format!("completed {completed} of {instances}").into());
     }

@@ -26,6 +26,10 @@
 //!   as JSON Lines, copy between databases, and retention (purge).
 //! - [`cli`]: the `triggers` command line (`serve`, `rebuild`, `export`, `import`,
 //!   `copy`, `purge`, `work`, and client commands).
+//! - [`workload`]: the questionnaire workload `triggers loadgen` and the benches
+//!   drive.
+//! - `testkit` (feature `testkit`, on for tests, benches and examples): the
+//!   test databases, servers and processes the suites share.
 //!
 //! # Where a fire goes
 //! 1. `graphql/mutation.rs`, `fire`: sizes checked, one engine call (from Rust,
@@ -70,6 +74,9 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod ui;
+pub mod workload;
 
 pub use engine::Engine;

@@ -1,6 +1,7 @@
 //! What every bench shares: the databases they run on (a fresh SQLite file in
-//! WAL mode; a fresh PostgreSQL schema when `TRIGGERS_TEST_POSTGRES_URL` is set),
-//! the workflows they fire, and engines opened with bench-friendly options.
+//! WAL mode; a fresh PostgreSQL schema of the test kit when
+//! `TRIGGERS_TEST_POSTGRES_URL` is set), the workflows they fire, and engines
+//! opened with bench-friendly options.
 //!
 //! Each bench binary uses a subset of these helpers, hence the `dead_code` allow.
 #![allow(dead_code)]
@@ -18,10 +19,9 @@ use serde_json::{json, Value};
 use triggers::domain::JsonObject;
 use triggers::engine::EngineOptions;
 use triggers::store::{StoreOptions, Synchronous};
+use triggers::testkit::db::{create_schema, execute_sql, postgres_server};
+use triggers::testkit::TestDb;
 use triggers::Engine;
-
-/// Names the PostgreSQL server the benches may use (the same variable the tests read).
-pub(crate) const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
 
 /// The SQLite `synchronous` mode the benches run with (`FULL` unless set), the
 /// variable `triggers serve` reads too.
@@ -53,40 +53,30 @@ pub(crate) struct Database {
     /// The URL to open it with.
     pub(crate) url: String,
     /// Keeps the SQLite file's directory alive.
-    _dir: Option<tempfile::TempDir>,
+    _sqlite: Option<TestDb>,
 }
 
 impl Database {
     /// A fresh SQLite file (WAL mode; `synchronous` as the environment says,
     /// `FULL` by default) in a temporary directory.
     pub(crate) fn sqlite() -> Database {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let db = TestDb::sqlite();
         Database {
             label: "sqlite",
-            url,
-            _dir: Some(dir),
+            url: db.url.clone(),
+            _sqlite: Some(db),
         }
     }
 
-    /// A fresh schema on the PostgreSQL server named by [`POSTGRES_ENV`], if set.
+    /// A fresh schema on the PostgreSQL server named by
+    /// [`triggers::testkit::POSTGRES_ENV`], if set.
     pub(crate) async fn postgres() -> Option<Database> {
-        let base = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty())?;
-        let schema = format!("b_{}", uuid::Uuid::new_v4().simple());
-        let pool = sqlx::PgPool::connect(&base)
-            .await
-            .expect("PostgreSQL at TRIGGERS_TEST_POSTGRES_URL answers");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&pool)
-            .await
-            .expect("CREATE SCHEMA");
-        pool.close().await;
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        let base = postgres_server()?;
+        let (url, _schema) = create_schema(&base, "b").await;
         Some(Database {
             label: "postgres",
             url,
-            _dir: None,
+            _sqlite: None,
         })
     }
 
@@ -117,19 +107,7 @@ impl Database {
     /// sessions' versions stay.
     pub(crate) async fn empty_projections(&self) {
         const EMPTY: &str = "DELETE FROM instances; DELETE FROM queue; DELETE FROM snapshots";
-        if self.label == "sqlite" {
-            let pool = sqlx::SqlitePool::connect(&self.url)
-                .await
-                .expect("SQLite opens");
-            sqlx::raw_sql(EMPTY).execute(&pool).await.expect(EMPTY);
-            pool.close().await;
-        } else {
-            let pool = sqlx::PgPool::connect(&self.url)
-                .await
-                .expect("PostgreSQL answers");
-            sqlx::raw_sql(EMPTY).execute(&pool).await.expect(EMPTY);
-            pool.close().await;
-        }
+        execute_sql(&self.url, EMPTY).await.expect(EMPTY);
     }
 
     /// Opens an engine with SQLite's `synchronous = OFF` (for building history

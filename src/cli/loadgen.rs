@@ -1,8 +1,9 @@
 //! `triggers loadgen`: load on a running server through its real HTTP GraphQL API.
 //!
-//! Configures `--sessions` sessions with the questionnaire workflow, then runs
-//! `--clients` concurrent clients for `--duration` seconds. Each client has one
-//! request in flight at a time and walks its share of the sessions round-robin,
+//! Configures `--sessions` sessions with the questionnaire workflow
+//! ([`crate::workload`]), then runs `--clients` concurrent clients for
+//! `--duration` seconds. Each client has one request in flight at a time and
+//! walks its share of the sessions round-robin,
 //! firing each one's next step of a respondent's journey (`firstPageReceived`,
 //! `pageReceived` x3, `questionnaireComplete`, then around again). Prints fires/s
 //! and the latency percentiles of the fire mutation as the client saw them.
@@ -12,19 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::Client;
 use super::{CliError, ServerArgs};
-
-/// One respondent's journey through the questionnaire, fired in this order.
-pub const JOURNEY: [&str; 5] = [
-    "firstPageReceived",
-    "pageReceived",
-    "pageReceived",
-    "pageReceived",
-    "questionnaireComplete",
-];
+use crate::workload::{questionnaire, JOURNEY};
 
 const CONFIGURE: &str =
     "mutation($session: String!, $tasks: JSON!) { configure(session: $session, tasks: $tasks) { version } }";
@@ -65,29 +58,6 @@ pub struct LoadgenArgs {
     /// Prefix of the session UIDs (default: `loadgen:<random>:`, fresh each run).
     #[arg(long, env = "TRIGGERS_LOADGEN_PREFIX", hide_env_values = true)]
     pub prefix: Option<String>,
-}
-
-/// The questionnaire workflow (as in the README), every task run inline by DevNull
-/// so that the load measures the engine, not the jobs.
-pub fn questionnaire() -> Value {
-    json!({
-        "t_importSubject": {"after": ["firstPageReceived"], "run": "triggers.testing.DevNull"},
-        "t_importResponses": {
-            "after": ["firstPageReceived"],
-            "andEvery": "pageReceived",
-            "run": "triggers.testing.DevNull"
-        },
-        "t_importBrowserMetadata": {
-            "after": ["firstPageReceived", "questionnaireComplete"],
-            "run": "triggers.testing.DevNull"
-        },
-        "t_scoreResponses": {
-            "after": ["t_importSubject", "questionnaireComplete"],
-            "unless": ["questionnaireAbandoned"],
-            "run": "triggers.testing.DevNull",
-            "withParams": {"scoring": {"model": "Psych 01"}}
-        }
-    })
 }
 
 /// What one client measured.

@@ -18,7 +18,7 @@ mod server;
 mod signals;
 mod work;
 
-pub use loadgen::{questionnaire, LoadgenArgs, JOURNEY};
+pub use loadgen::LoadgenArgs;
 pub use ops::{CopyArgs, ExportArgs, ImportArgs, PurgeArgs};
 pub use work::WorkArgs;
 

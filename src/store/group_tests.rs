@@ -10,26 +10,20 @@ use crate::store::group::Writer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_guard_inside_a_sqlite_group_fails_alone_while_the_others_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("x.db").display());
-    let store = crate::store::sqlite::SqliteStore::connect(&url, &Default::default())
-        .await
-        .unwrap();
+    let (_db, store) = sqlite_backend().await;
     let writer = store.writer().clone();
     a_stale_guard_inside_a_group_fails_alone(Arc::new(store), writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_guard_inside_a_postgres_group_fails_alone_while_the_others_commit() {
-    let test = "a_stale_guard_inside_a_postgres_group_fails_alone_while_the_others_commit";
-    let Ok(url) = std::env::var(POSTGRES_URL_ENV) else {
-        eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
+    let Some((_db, store)) = postgres_backend(
+        "a_stale_guard_inside_a_postgres_group_fails_alone_while_the_others_commit",
+    )
+    .await
+    else {
         return;
     };
-    let url = fresh_schema(&url).await;
-    let store = crate::store::postgres::PostgresStore::connect(&url, &Default::default())
-        .await
-        .unwrap();
     let writer = store.writer().clone();
     a_stale_guard_inside_a_group_fails_alone(Arc::new(store), writer).await;
 }

@@ -1,7 +1,7 @@
 //! The store conformance suite: every behaviour the engine relies on, run once on
-//! SQLite (a fresh file per test) and once on PostgreSQL (when
-//! `TRIGGERS_TEST_POSTGRES_URL` is set; each test uses its own session uids,
-//! queue and task names, so tests share the database without seeing each other).
+//! SQLite and once on PostgreSQL (when `TRIGGERS_TEST_POSTGRES_URL` is set), on
+//! a fresh test database of the kit (`crate::testkit`) each. Each test also uses
+//! its own session uids, queue and task names.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +14,9 @@ use super::{
     StoredSnapshot,
 };
 use crate::domain::{Event, EventPayload, InstanceStatus, JsonObject, TriggerRole};
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::testkit::TestDb;
 
 mod backends;
 mod browse;
@@ -25,31 +28,30 @@ use log::*;
 use queue::*;
 use snapshots::*;
 
-/// The variable naming the PostgreSQL database the suite also runs on.
-const POSTGRES_URL_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
-
 /// Instantiates each test body on both backends.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
+            use super::{open_store, TestDb};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let (_dir, store) = super::sqlite_store().await;
-                    super::$name(store).await;
+                    let db = TestDb::sqlite();
+                    super::$name(open_store(&db).await).await;
                 }
             )*
         }
 
         mod on_postgres {
+            use super::{open_store, TestDb};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 #[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
                 async fn $name() {
-                    let Some(store) = super::postgres_store(stringify!($name)).await else {
+                    let Some(db) = TestDb::postgres(stringify!($name)).await else {
                         return;
                     };
-                    super::$name(store).await;
+                    super::$name(open_store(&db).await).await;
                 }
             )*
         }
@@ -88,41 +90,31 @@ conformance!(
     session_events_are_filtered_by_kind_and_instance_and_paged_both_ways,
 );
 
-async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("x.db").display());
-    let store = open(&url).await.expect("open sqlite");
-    (dir, store)
+/// A store on the test database `db` (the kit's: a fresh SQLite file, or a
+/// fresh PostgreSQL schema, left afterwards).
+async fn open_store(db: &TestDb) -> Arc<dyn Store> {
+    open(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.url))
 }
 
-/// A fresh schema of the test database, so that these tests never depend on (or
-/// disturb) what other runs left in `public`.
-async fn fresh_schema(url: &str) -> String {
-    use sqlx::Connection;
-    let schema = format!("store_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(url)
+/// A SQLite store of its own on a fresh test database (kept with it).
+async fn sqlite_backend() -> (TestDb, SqliteStore) {
+    let db = TestDb::sqlite();
+    let store = SqliteStore::connect(&db.url, &Default::default())
         .await
-        .expect("connect postgres");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .expect("create schema");
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+        .unwrap();
+    (db, store)
 }
 
-async fn postgres_store(test: &str) -> Option<Arc<dyn Store>> {
-    match std::env::var(POSTGRES_URL_ENV) {
-        Ok(url) if !url.is_empty() => Some(
-            open(&fresh_schema(&url).await)
-                .await
-                .expect("open postgres"),
-        ),
-        _ => {
-            eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
-            None
-        }
-    }
+/// A PostgreSQL store of its own on a fresh schema, or `None` (said on stderr)
+/// without `TRIGGERS_TEST_POSTGRES_URL`.
+async fn postgres_backend(test: &str) -> Option<(TestDb, PostgresStore)> {
+    let db = TestDb::postgres(test).await?;
+    let store = PostgresStore::connect(&db.url, &Default::default())
+        .await
+        .unwrap();
+    Some((db, store))
 }
 
 // ---------------------------------------------------------------------------
@@ -187,6 +179,22 @@ fn applied(seq: u64, instance: &str, caused_by: u64) -> Event {
             role: TriggerRole::After,
         },
     }
+}
+
+/// The log of two pages: `page` fired, `a#0` and `b#0` created, `page` applied
+/// to each; its first `n` events.
+fn two_pages(n: usize) -> Vec<Event> {
+    let mut events = vec![
+        fired(1, "page", json!({"n": 1})),
+        created(2, "a#0", 1),
+        applied(3, "a#0", 1),
+        created(4, "b#0", 1),
+        fired(5, "page", json!({"n": 2})),
+        applied(6, "a#0", 5),
+        applied(7, "b#0", 5),
+    ];
+    events.truncate(n);
+    events
 }
 
 fn instance_row(
@@ -277,6 +285,17 @@ fn assert_conflict(result: StoreResult<()>, session: &str, expected: u64) {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
+}
+
+/// Asserts that no instance row of `task` and no row claimable from `queue`
+/// was written.
+async fn assert_no_rows(store: &dyn Store, task: &str, queue: &str) {
+    assert!(store
+        .instances(&[], Some(task), 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.claimable(queue, at(10), 10).await.unwrap().is_empty());
 }
 
 fn assert_lease_lost(result: StoreResult<()>) {

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{spawn_app, TestDb, DEVNULL, PASSTHRU, S};
+use crate::support::{spawn_app, u64s, TestDb, DEVNULL, PASSTHRU, S};
 
 on_both_backends!(
     as_of_answers_exactly_what_the_session_answered_at_that_version,
@@ -86,12 +86,7 @@ async fn as_of_views_read_their_own_timeline_and_history(db: TestDb) {
         .await;
     let view = &data["session"]["asOf"];
     assert_eq!(view["version"], at + 1);
-    let seqs: Vec<u64> = view["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = u64s(&view["events"], "seq");
     assert_eq!(
         seqs,
         (1..=at + 1).collect::<Vec<_>>(),
@@ -131,9 +126,9 @@ async fn causes_include_inherited_kwargs_and_unless_firings(db: TestDb) {
     let page2 = app.fire(S, "page", json!({"n": 2})).await["event"]["seq"].clone();
 
     let data = app
-        .data(
-            "query($s: String!) { session(uid: $s) { instances { name status kwargs abandonState causes { seq kind trigger data } } } }",
-            json!({"s": S}),
+        .read_session(
+            S,
+            "instances { name status kwargs abandonState causes { seq kind trigger data } }",
         )
         .await;
     let instances = data["session"]["instances"].as_array().unwrap();
@@ -178,12 +173,7 @@ async fn history_lists_every_event_about_the_instance(db: TestDb) {
     )
     .await;
 
-    let data = app
-        .data(
-            "query($s: String!) { session(uid: $s) { instance(name: \"t_a#0\") { metadata history { seq kind at instance trigger causedBy } } } }",
-            json!({"s": S}),
-        )
-        .await;
+    let data = app.read_session(S, "instance(name: \"t_a#0\") { metadata history { seq kind at instance trigger causedBy } }").await;
     let history = data["session"]["instance"]["history"].as_array().unwrap();
     let kinds: Vec<&str> = history
         .iter()

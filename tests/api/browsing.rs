@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{spawn_app, TestDb, DEVNULL, FAILING, PASSTHRU};
+use crate::support::{spawn_app, strs, u64s, TestDb, DEVNULL, FAILING, PASSTHRU};
 
 on_both_backends!(
     recent_sessions_come_newest_first_with_their_counts_by_prefix_and_page,
@@ -23,11 +23,7 @@ const RECENT: &str = "query($p: String, $f: Int, $a: String) {
 }";
 
 fn uids(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["uid"].as_str().unwrap())
-        .collect()
+    strs(list, "uid")
 }
 
 async fn recent_sessions_come_newest_first_with_their_counts_by_prefix_and_page(db: TestDb) {
@@ -81,10 +77,7 @@ async fn recent_sessions_come_newest_first_with_their_counts_by_prefix_and_page(
 
     // The UID-ordered listing counts too.
     let listed = app
-        .data(
-            "{ sessions(first: 1) { uid instanceCounts { status count } } }",
-            json!({}),
-        )
+        .query("{ sessions(first: 1) { uid instanceCounts { status count } } }")
         .await;
     assert_eq!(listed["sessions"][0]["uid"], "other:1");
     assert_eq!(listed["sessions"][0]["instanceCounts"], json!([]));
@@ -105,10 +98,7 @@ async fn a_session_tells_when_it_changed_and_counts_its_instances(db: TestDb) {
         asOf(version: 1) { updatedAt instanceCounts { status count } }
     } }";
     let never = app
-        .data(
-            "{ session(uid: \"never\") { updatedAt instanceCounts { count } } }",
-            json!({}),
-        )
+        .query("{ session(uid: \"never\") { updatedAt instanceCounts { count } } }")
         .await;
     assert_eq!(
         never["session"],
@@ -126,10 +116,7 @@ async fn a_session_tells_when_it_changed_and_counts_its_instances(db: TestDb) {
         json!([{"status": "UNSTARTED", "count": 1}, {"status": "FINISHED", "count": 1}])
     );
     let events = app
-        .data(
-            "{ session(uid: \"s\") { events(before: 1000000, first: 1) { at } } }",
-            json!({}),
-        )
+        .query("{ session(uid: \"s\") { events(before: 1000000, first: 1) { at } } }")
         .await;
     assert_eq!(session["updatedAt"], events["session"]["events"][0]["at"]);
     // As of the configure: no instance yet, and its own time.
@@ -140,11 +127,7 @@ async fn a_session_tells_when_it_changed_and_counts_its_instances(db: TestDb) {
 }
 
 fn names(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect()
+    strs(list, "name")
 }
 
 async fn instances_of_a_session_come_a_page_at_a_time(db: TestDb) {
@@ -186,12 +169,7 @@ const EVENTS: &str = "query($a: Int, $b: Int, $f: Int, $k: [String!], $i: String
 type Listed = (u64, String, Option<String>);
 
 fn seqs(data: &Value) -> Vec<u64> {
-    data["session"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect()
+    u64s(&data["session"]["events"], "seq")
 }
 
 async fn events_are_filtered_by_kind_and_instance_and_paged_both_ways(db: TestDb) {
@@ -241,12 +219,7 @@ async fn events_are_filtered_by_kind_and_instance_and_paged_both_ways(db: TestDb
     let start = app.data(EVENTS, json!({"b": 3, "f": 3})).await;
     assert_eq!(seqs(&start), [1, 2]);
     // A view as of a version stops there.
-    let as_of: Vec<u64> = all["session"]["asOf"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let as_of: Vec<u64> = u64s(&all["session"]["asOf"]["events"], "seq");
     assert_eq!(
         as_of,
         expect(&|e| e.0 <= 4 && (e.1 == "TriggerApplied" || e.1 == "InstanceCreated"))
@@ -272,10 +245,12 @@ async fn events_are_filtered_by_kind_and_instance_and_paged_both_ways(db: TestDb
 
 async fn a_replayed_instance_lists_its_clones(db: TestDb) {
     let app = spawn_app(&db).await;
-    app.configure("s", json!({"t_bad": {"after": ["go"], "run": FAILING}}))
-        .await;
-    app.fire("s", "go", json!({})).await;
-    app.settle().await;
+    app.configure_fire_settle(
+        "s",
+        json!({"t_bad": {"after": ["go"], "run": FAILING}}),
+        "go",
+    )
+    .await;
     app.wait_quiet("s").await;
     let replay = "mutation { replayFailedInstance(session: \"s\", instance: \"t_bad#0\") { name clones { name } } }";
     let clone = app.data(replay, json!({})).await;

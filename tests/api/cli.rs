@@ -3,27 +3,18 @@
 //! before.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
+use triggers::testkit::app::everything_query;
+use triggers::testkit::process::{run_to_completion, triggers_command};
 
-use crate::support::{Backend, TestDb, PASSTHRU, PATIENCE, S};
+use crate::support::{Backend, ServerProcess, TestDb, PASSTHRU, PATIENCE, S};
 
 on_both_backends!(the_command_line_serves_fires_shows_rebuilds_and_restarts);
 
 const BIN: &str = env!("CARGO_BIN_EXE_triggers");
-
-/// A `triggers serve` process.
-struct Server {
-    child: Child,
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
 
 /// The database flags for `db`: none for SQLite, to exercise the default
 /// `sqlite://triggers.db` in the working directory.
@@ -34,113 +25,23 @@ fn database_args(db: &TestDb) -> Vec<String> {
     }
 }
 
+/// A `triggers` command in `dir`, logging at `info`.
 fn command(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .env_remove("TRIGGERS_DATABASE_URL")
-        .env_remove("TRIGGERS_LISTEN")
-        .env_remove("TRIGGERS_SERVER")
-        .env_remove("TRIGGERS_API_TOKEN")
-        .kill_on_drop(true);
+    let mut command = triggers_command(BIN, dir);
+    command.env("RUST_LOG", "info");
     command
 }
 
 /// Starts `triggers serve --listen 127.0.0.1:0` and waits until it is healthy.
-async fn start(db: &TestDb, dir: &Path) -> Server {
-    let mut child = command(dir)
-        .arg("serve")
-        .args(database_args(db))
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start triggers serve");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (lines_tx, mut lines) = mpsc::unbounded_channel();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let keep = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            keep.lock().unwrap().push(line.clone());
-            let _ = lines_tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + PATIENCE;
-    let address = loop {
-        let line = tokio::time::timeout_at(deadline.into(), lines.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no 'listening on' line; log: {:#?}", log.lock().unwrap()))
-            .unwrap_or_else(|| panic!("the server exited; log: {:#?}", log.lock().unwrap()));
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let server = Server {
-        child,
-        address,
-        log,
-    };
-    let http = reqwest::Client::new();
-    loop {
-        let health = http.get(format!("{}/health", server.address)).send().await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never healthy; log: {:#?}",
-            server.log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-impl Server {
-    async fn query(&self, query: &str, variables: Value) -> Value {
-        let body: Value = reqwest::Client::new()
-            .post(format!("{}/graphql", self.address))
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .expect("POST /graphql")
-            .json()
-            .await
-            .expect("JSON");
-        assert!(body.get("errors").is_none(), "{body:#}");
-        body["data"].clone()
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    async fn terminate(mut self) -> Vec<String> {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let exit = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("stopped in time after SIGTERM")
-            .expect("wait for the server");
-        let log = self.log.lock().unwrap().clone();
-        assert!(exit.success(), "exit {exit:?}; log: {log:#?}");
-        log
-    }
+async fn start(db: &TestDb, dir: &Path) -> ServerProcess {
+    let mut serve = command(dir);
+    serve.arg("serve").args(database_args(db));
+    ServerProcess::start(serve, PATIENCE).await
 }
 
 /// Runs a client (or `rebuild`) command to completion: status, stdout, stderr.
 async fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = tokio::time::timeout(PATIENCE, command(dir).args(args).output())
-        .await
-        .expect("the command finished in time")
-        .expect("run triggers");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_to_completion(command(dir).args(args), PATIENCE).await
 }
 
 async fn ok(dir: &Path, args: &[&str]) -> String {
@@ -149,15 +50,10 @@ async fn ok(dir: &Path, args: &[&str]) -> String {
     stdout
 }
 
-const EVERYTHING: &str = "query($s: String!) { session(uid: $s) {
-  uid version latestKwargs
-  tasks { name after andEvery unless run using withParams maxRetries extras }
-  instances { session name task status kwargs abandonState metadata result logLevel
-              isResolved canRun canAbandon canReplay canSkip parent depth
-              history { seq } causes { seq } }
-  unresolvedTasks { name } unresolvedInstances { name } instancesWithUnresolvedLogs { name }
-  events(first: 1000) { seq kind at data causedBy instance trigger }
-} sessions { uid version updatedAt } instances { session name status } }";
+/// Everything a client can read of `$s` and of the lists of sessions and instances.
+fn everything() -> String {
+    everything_query("sessions { uid version updatedAt } instances { session name status }")
+}
 
 async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     let work = tempfile::tempdir().unwrap();
@@ -169,7 +65,7 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
             "the default database is created in the working directory"
         );
         let file = dir.join("triggers.db").display().to_string();
-        let log = server.log.lock().unwrap().clone();
+        let log = server.log();
         assert!(
             log.iter()
                 .any(|l| l.contains("created the SQLite database file") && l.contains(&file)),
@@ -350,7 +246,7 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
     assert!(!out.contains("SessionConfigured"), "{out}");
 
     // stop with SIGTERM, rebuild, restart: the same answers
-    let before = server.query(EVERYTHING, json!({"s": S})).await;
+    let before = server.query(&everything(), json!({"s": S})).await;
     let log = server.terminate().await;
     assert!(log.iter().any(|l| l.contains("SIGTERM")), "{log:#?}");
 
@@ -372,14 +268,14 @@ async fn the_command_line_serves_fires_shows_rebuilds_and_restarts(db: TestDb) {
 
     let server = start(&db, dir).await;
     if db.backend == Backend::Sqlite {
-        let log = server.log.lock().unwrap().clone();
+        let log = server.log();
         assert!(
             log.iter()
                 .any(|l| l.contains("opened the SQLite database file")),
             "{log:#?}"
         );
     }
-    let after = server.query(EVERYTHING, json!({"s": S})).await;
+    let after = server.query(&everything(), json!({"s": S})).await;
     assert_eq!(after, before);
     server.terminate().await;
 

@@ -2,9 +2,8 @@
 //! (the session's version is unchanged). Internal errors are answered generically.
 
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor};
 
-use crate::support::{spawn_app, Backend, TestApp, TestDb, DEVNULL, FAILING, S};
+use crate::support::{spawn_app, TestApp, TestDb, DEVNULL, FAILING, S};
 
 on_both_backends!(
     bad_configuration_is_refused_as_a_whole_and_writes_nothing,
@@ -71,12 +70,7 @@ async fn bad_configuration_is_refused_as_a_whole_and_writes_nothing(db: TestDb) 
             "{message:?} should mention {mentions:?}"
         );
     }
-    let data = app
-        .data(
-            "query($s: String!) { session(uid: $s) { tasks { name } } }",
-            json!({"s": S}),
-        )
-        .await;
+    let data = app.read_session(S, "tasks { name }").await;
     assert_eq!(
         data["session"]["tasks"],
         json!([{"name": "t_ok"}]),
@@ -86,10 +80,8 @@ async fn bad_configuration_is_refused_as_a_whole_and_writes_nothing(db: TestDb) 
 
 async fn bad_input_is_refused_and_writes_nothing(db: TestDb) {
     let app = spawn_app(&db).await;
-    app.configure(S, json!({"t_bad": {"after": ["go"], "run": FAILING}}))
+    app.configure_fire_settle(S, json!({"t_bad": {"after": ["go"], "run": FAILING}}), "go")
         .await;
-    app.fire(S, "go", json!({})).await;
-    app.settle().await;
     app.wait_quiet(S).await;
 
     for kwargs in [json!([1, 2]), json!("text"), json!(3)] {
@@ -255,10 +247,7 @@ async fn a_lease_token_that_is_unknown_or_used_is_a_conflict(db: TestDb) {
     .await;
     app.fire(S, "go", json!({})).await;
     let data = app
-        .data(
-            "mutation { claimTasks(worker: \"w\") { leaseToken } }",
-            json!({}),
-        )
+        .query("mutation { claimTasks(worker: \"w\") { leaseToken } }")
         .await;
     let token = data["claimTasks"][0]["leaseToken"]
         .as_str()
@@ -310,29 +299,13 @@ async fn malformed_graphql_gets_a_code_too(db: TestDb) {
 
 async fn internal_errors_are_logged_and_answered_generically(db: TestDb) {
     let app = spawn_app(&db).await;
-    app.configure(S, json!({"t_a": {"after": ["go"], "run": DEVNULL}}))
+    app.configure_fire_settle(S, json!({"t_a": {"after": ["go"], "run": DEVNULL}}), "go")
         .await;
-    app.fire(S, "go", json!({})).await;
-    app.settle().await;
 
     // Break the database under the running server.
-    let url = db.url.clone();
-    match db.backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            conn.execute("ALTER TABLE events RENAME TO events_gone")
-                .await
-                .unwrap();
-            conn.close().await.ok();
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            conn.execute("ALTER TABLE events RENAME TO events_gone")
-                .await
-                .unwrap();
-            conn.close().await.ok();
-        }
-    }
+    db.execute_sql("ALTER TABLE events RENAME TO events_gone")
+        .await
+        .unwrap();
 
     let (_, body) = app
         .post(

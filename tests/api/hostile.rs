@@ -8,10 +8,9 @@
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
-use triggers::http::ServerConfig;
 
 use crate::fuzz::{backend_name, request, send, Answer};
-use crate::support::{spawn_app, spawn_app_with, TestApp, TestDb, DEVNULL, FAILING};
+use crate::support::{spawn_app, spawn_app_with_token, strs, TestApp, TestDb, DEVNULL, FAILING};
 
 on_both_backends!(
     sql_meta_characters_in_names_are_stored_and_returned_verbatim,
@@ -172,12 +171,7 @@ async fn sql_meta_characters_in_names_are_stored_and_returned_verbatim(db: TestD
     let data = app
         .data("{ sessions(first: 1000) { uid version } }", json!({}))
         .await;
-    let listed: Vec<&str> = data["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["uid"].as_str().unwrap())
-        .collect();
+    let listed: Vec<&str> = strs(&data["sessions"], "uid");
     let expected: Vec<&str> = all_names()
         .into_iter()
         .collect::<BTreeSet<_>>()
@@ -205,12 +199,7 @@ async fn sql_meta_characters_in_names_are_stored_and_returned_verbatim(db: TestD
             json!({"a": json!([expected[0], "plain#0"]).to_string()}),
         )
         .await;
-    let rest: Vec<&str> = data["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["session"].as_str().unwrap())
-        .collect();
+    let rest: Vec<&str> = strs(&data["instances"], "session");
     assert_eq!(rest, expected[1..]);
     tried(
         &db,
@@ -655,10 +644,7 @@ async fn very_wide_mutations_are_refused_whole_before_anything_is_written(db: Te
     assert_eq!(data.as_object().unwrap().len(), 200);
     assert_eq!(app.version("w").await, 200);
     let events = app
-        .data(
-            "{ session(uid: \"w\") { events(first: 1000) { seq trigger } } }",
-            json!({}),
-        )
+        .query("{ session(uid: \"w\") { events(first: 1000) { seq trigger } } }")
         .await;
     let triggers: Vec<String> = events["session"]["events"]
         .as_array()
@@ -769,14 +755,7 @@ fn every_mutation(lease: &str) -> Vec<String> {
 }
 
 async fn every_request_without_the_right_token_is_unauthorized_and_writes_nothing(db: TestDb) {
-    let app = spawn_app_with(
-        &db,
-        ServerConfig {
-            api_token: Some("s3cret".into()),
-            ..ServerConfig::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_token(&db, "s3cret").await;
     // `app` sends the right token: set up a failed instance and a leased one.
     app.configure(
         "s",
@@ -790,10 +769,7 @@ async fn every_request_without_the_right_token_is_unauthorized_and_writes_nothin
     app.fire("s", "go", json!({})).await;
     app.settle().await;
     let data = app
-        .data(
-            "mutation { claimTasks(worker: \"w\") { leaseToken instance } }",
-            json!({}),
-        )
+        .query("mutation { claimTasks(worker: \"w\") { leaseToken instance } }")
         .await;
     let lease = data["claimTasks"][0]["leaseToken"]
         .as_str()
@@ -861,10 +837,7 @@ async fn every_request_without_the_right_token_is_unauthorized_and_writes_nothin
     )
     .await;
     let data = app
-        .data(
-            "mutation { claimTasks(worker: \"w\", max: 10) { instance } }",
-            json!({}),
-        )
+        .query("mutation { claimTasks(worker: \"w\", max: 10) { instance } }")
         .await;
     assert_eq!(
         data["claimTasks"].as_array().unwrap().len(),

@@ -4,7 +4,10 @@
 use serde_json::{json, Value};
 use triggers::http::ServerConfig;
 
-use crate::support::{spawn_app, spawn_app_with, TestDb, DEVNULL, S};
+use crate::support::{
+    spawn_app, spawn_app_with, spawn_app_with_limits, spawn_app_with_token, strs, TestDb, DEVNULL,
+    S,
+};
 
 on_both_backends!(
     an_oversized_body_is_refused_with_413_and_a_clear_message,
@@ -79,14 +82,7 @@ async fn post_chunked(app: &crate::support::TestApp, body: &[u8]) -> u16 {
 async fn a_body_that_is_not_a_graphql_request_is_refused_with_400(db: TestDb) {
     let app = spawn_app(&db).await;
     for body in ["not json", "[1, 2]", "{\"query\": 5}"] {
-        let response = app
-            .http
-            .post(app.url("/graphql"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_body(body).await;
         assert_eq!(response.status(), 400, "{body}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_INPUT");
@@ -112,14 +108,11 @@ async fn too_deep_or_too_complex_queries_are_refused(db: TestDb) {
     assert_eq!(code, "BAD_INPUT");
     assert!(message.to_lowercase().contains("deep"), "{message}");
 
-    let small = spawn_app_with(
+    let small = spawn_app_with_limits(
         &db,
-        ServerConfig {
-            graphql: triggers::graphql::Config {
-                max_complexity: 20,
-                ..Default::default()
-            },
-            ..ServerConfig::default()
+        triggers::graphql::Config {
+            max_complexity: 20,
+            ..Default::default()
         },
     )
     .await;
@@ -158,12 +151,7 @@ fragment TypeRef on __Type {
 async fn graphiql_introspection_fits_within_the_default_limits(db: TestDb) {
     let app = spawn_app(&db).await;
     let data = app.data(INTROSPECTION, json!({})).await;
-    let types: Vec<&str> = data["__schema"]["types"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = strs(&data["__schema"]["types"], "name");
     for name in [
         "Session",
         "TaskConfig",
@@ -182,14 +170,11 @@ async fn graphiql_introspection_fits_within_the_default_limits(db: TestDb) {
 }
 
 async fn oversized_json_arguments_are_bad_input_and_write_nothing(db: TestDb) {
-    let app = spawn_app_with(
+    let app = spawn_app_with_limits(
         &db,
-        ServerConfig {
-            graphql: triggers::graphql::Config {
-                max_json_bytes: 1000,
-                ..Default::default()
-            },
-            ..ServerConfig::default()
+        triggers::graphql::Config {
+            max_json_bytes: 1000,
+            ..Default::default()
         },
     )
     .await;
@@ -219,14 +204,7 @@ async fn oversized_json_arguments_are_bad_input_and_write_nothing(db: TestDb) {
 }
 
 async fn with_a_token_every_graphql_request_needs_it_but_health_does_not(db: TestDb) {
-    let app = spawn_app_with(
-        &db,
-        ServerConfig {
-            api_token: Some("s3cret".into()),
-            ..ServerConfig::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_token(&db, "s3cret").await;
     let body = json!({"query": "mutation { configure(session: \"s\", tasks: {}) { version } }"});
     let post = |auth: Option<&'static str>| {
         let mut request = app.http.post(app.url("/graphql")).json(&body);

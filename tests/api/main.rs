@@ -2,9 +2,9 @@
 //! real server on a random port, over a fresh SQLite file and (when
 //! `TRIGGERS_TEST_POSTGRES_URL` is set) a fresh PostgreSQL schema per test.
 
-#[path = "../common/mod.rs"]
 #[macro_use]
-mod common;
+extern crate triggers;
+
 mod support;
 
 mod audit;
@@ -25,3 +25,6 @@ mod questionnaire;
 mod schema;
 mod subscriptions;
 mod ui;
+
+// The PostgreSQL half is compiled to run exactly when the variable is set.
+triggers::postgres_tests_match_the_environment!();

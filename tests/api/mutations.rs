@@ -194,10 +194,7 @@ async fn skip_failed_instance_skips_and_optionally_cascades(db: TestDb) {
     app.settle().await;
     app.wait_quiet(S).await;
     let data = app
-        .data(
-            "query($s: String!) { session(uid: $s) { instance(name: \"t_next#0\") { status result } } }",
-            json!({"s": S}),
-        )
+        .read_session(S, "instance(name: \"t_next#0\") { status result }")
         .await;
     assert_eq!(
         data["session"]["instance"],
@@ -234,10 +231,7 @@ async fn update_instance_status_sets_status_merges_metadata_and_cascades(db: Tes
     app.settle().await;
     app.wait_quiet(S).await;
     let data = app
-        .data(
-            "query($s: String!) { session(uid: $s) { instance(name: \"t_next#0\") { status kwargs } } }",
-            json!({"s": S}),
-        )
+        .read_session(S, "instance(name: \"t_next#0\") { status kwargs }")
         .await;
     assert_eq!(
         data["session"]["instance"],
@@ -256,10 +250,8 @@ async fn update_instance_status_sets_status_merges_metadata_and_cascades(db: Tes
 
 async fn update_instance_metadata_merges_and_logs_can_be_marked_resolved(db: TestDb) {
     let app = spawn_app(&db).await;
-    app.configure(S, json!({"t_bad": {"after": ["go"], "run": FAILING}}))
+    app.configure_fire_settle(S, json!({"t_bad": {"after": ["go"], "run": FAILING}}), "go")
         .await;
-    app.fire(S, "go", json!({})).await;
-    app.settle().await;
     app.wait_quiet(S).await;
 
     let data = app
@@ -339,10 +331,7 @@ async fn a_worker_claims_heartbeats_and_completes_a_task(db: TestDb) {
 
     // Nothing else to claim.
     let data = app
-        .data(
-            "mutation { claimTasks(worker: \"w2\") { instance } }",
-            json!({}),
-        )
+        .query("mutation { claimTasks(worker: \"w2\") { instance } }")
         .await;
     assert_eq!(data["claimTasks"], json!([]));
 

@@ -314,17 +314,14 @@ async fn unresolved_tasks_instances_and_logs_are_listed(db: TestDb) {
 
 async fn sessions_are_isolated_from_each_other(db: TestDb) {
     let app = spawn_app(&db).await;
-    app.configure("s:1", json!({"t_a": {"after": ["go"], "run": DEVNULL}}))
-        .await;
-    app.fire("s:1", "go", json!({})).await;
-    app.settle().await;
+    app.configure_fire_settle(
+        "s:1",
+        json!({"t_a": {"after": ["go"], "run": DEVNULL}}),
+        "go",
+    )
+    .await;
 
-    let data = app
-        .data(
-            "{ other: session(uid: \"s:2\") { version tasks { name } instances { name } latestKwargs } }",
-            json!({}),
-        )
-        .await;
+    let data = app.query("{ other: session(uid: \"s:2\") { version tasks { name } instances { name } latestKwargs } }").await;
     assert_eq!(
         data["other"],
         json!({"version": 0, "tasks": [], "instances": [], "latestKwargs": {}})

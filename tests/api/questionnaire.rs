@@ -3,33 +3,17 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{spawn_app, TestDb, PASSTHRU, S};
+use triggers::workload::questionnaire_run_by;
+
+use crate::support::{passthru, spawn_app, strs, TestDb, PASSTHRU, S};
 
 on_both_backends!(the_questionnaire_example_runs_end_to_end_over_graphql);
-
-fn passthru(kwargs: Value) -> Value {
-    json!({ "kwargs": kwargs })
-}
 
 async fn the_questionnaire_example_runs_end_to_end_over_graphql(db: TestDb) {
     let app = spawn_app(&db).await;
 
     // Given the questionnaire workflow.
-    app.configure(
-        S,
-        json!({
-            "t_importSubject": {"after": ["firstPageReceived"], "run": PASSTHRU},
-            "t_importResponses": {"after": ["firstPageReceived"], "andEvery": "pageReceived", "run": PASSTHRU},
-            "t_importBrowserMetadata": {"after": ["firstPageReceived", "questionnaireComplete"], "run": PASSTHRU},
-            "t_scoreResponses": {
-                "after": ["t_importSubject", "questionnaireComplete"],
-                "unless": ["questionnaireAbandoned"],
-                "run": PASSTHRU,
-                "withParams": {"scoring": {"model": "Psych 01"}}
-            }
-        }),
-    )
-    .await;
+    app.configure(S, questionnaire_run_by(PASSTHRU)).await;
 
     // When a respondent goes through it.
     let subject = json!({"subject": {"id": 42}, "browser": "Firefox"});
@@ -131,9 +115,9 @@ async fn the_questionnaire_example_runs_end_to_end_over_graphql(db: TestDb) {
 
     // ...the timeline tells the story in order...
     let data = app
-        .data(
-            "query($s: String!) { session(uid: $s) { version events(first: 1000) { seq kind instance trigger causedBy } } }",
-            json!({"s": S}),
+        .read_session(
+            S,
+            "version events(first: 1000) { seq kind instance trigger causedBy }",
         )
         .await;
     let events = data["session"]["events"].as_array().unwrap();
@@ -188,12 +172,7 @@ async fn the_questionnaire_example_runs_end_to_end_over_graphql(db: TestDb) {
             "data": {"trigger": "firstPageReceived", "kwargs": subject}
         }])
     );
-    let history: Vec<&str> = instance["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let history: Vec<&str> = strs(&instance["history"], "kind");
     assert_eq!(
         history,
         [

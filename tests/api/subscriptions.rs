@@ -10,9 +10,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use triggers::http::ServerConfig;
 
-use crate::support::{spawn_app, spawn_app_with, TestApp, TestDb, DEVNULL, PATIENCE, S};
+use crate::support::{spawn_app, spawn_app_with_token, TestApp, TestDb, DEVNULL, PATIENCE, S};
 
 on_both_backends!(
     a_subscriber_gets_the_stored_events_then_live_ones_without_gaps,
@@ -192,14 +191,7 @@ async fn the_legacy_graphql_ws_protocol_works_too(db: TestDb) {
 }
 
 async fn subscriptions_need_the_token_when_one_is_configured(db: TestDb) {
-    let app = spawn_app_with(
-        &db,
-        ServerConfig {
-            api_token: Some("s3cret".into()),
-            ..ServerConfig::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_token(&db, "s3cret").await;
     app.configure(S, json!({})).await;
 
     // A wrong header is refused at the handshake.

@@ -158,13 +158,9 @@ async fn replaying_or_skipping_an_instance_that_has_not_failed_is_an_invalid_sta
 
 async fn bad_configuration_is_rejected_whole_naming_the_task_and_directive(db: TestDb) {
     // Given a configured session.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t_ok": {"after": ["a"], "run": DEVNULL}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, json!({"t_ok": {"after": ["a"], "run": DEVNULL}}))
+        .await;
     let before = footprint(&engine, S).await;
 
     // When a document with one bad task among good ones is configured.
@@ -256,13 +252,9 @@ async fn bad_configuration_is_rejected_whole_naming_the_task_and_directive(db: T
 }
 
 async fn a_configuration_that_is_not_an_object_of_tasks_is_rejected(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t_ok": {"after": ["a"], "run": DEVNULL}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, json!({"t_ok": {"after": ["a"], "run": DEVNULL}}))
+        .await;
     let before = footprint(&engine, S).await;
 
     for bad in [
@@ -286,13 +278,7 @@ async fn a_configuration_that_is_not_an_object_of_tasks_is_rejected(db: TestDb) 
 
 async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: TestDb) {
     // Given a session with a failed instance and a finished one.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": FAILING}, "t_ok": {"after": ["a"], "run": DEVNULL}}),
-    )
-    .await;
+    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": FAILING}, "t_ok": {"after": ["a"], "run": DEVNULL}})).await;
     fire_and_settle(&engine, S, "a", json!({})).await;
     let before = footprint(&engine, S).await;
 
@@ -415,13 +401,12 @@ async fn an_empty_session_uid_or_trigger_name_is_bad_input(db: TestDb) {
 
 async fn a_refused_command_leaves_the_session_usable(db: TestDb) {
     // Given refusals of every kind on a session.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
+        )
+        .await;
     fire_and_settle(&engine, S, "page", json!({"n": 0})).await;
     let _ = engine
         .replay_failed_instance(S, "t#0", None)

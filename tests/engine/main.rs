@@ -13,7 +13,8 @@
 //! `build.rs`), never as passed.
 //!
 //! # Layout
-//! - `support`: the per-backend test macro, databases, engines and small helpers.
+//! - `support`: the kit's per-backend test macro, databases and engines
+//!   (`triggers::testkit`), and small helpers.
 //! - `scenarios`: the catalogue: what a user sees for every documented rule.
 //! - `errors`: every refusal, its code, and that nothing was written.
 //! - `concurrency`: racing fires in one process and across two engines.
@@ -22,9 +23,9 @@
 //! - `hooks`: the `FinalizeSession` recipe.
 //! - `upgrade`: logs written by older payload formats (fixtures) still load.
 
-#[path = "../common/mod.rs"]
 #[macro_use]
-mod common;
+extern crate triggers;
+
 mod support;
 
 mod concurrency;
@@ -34,3 +35,6 @@ mod properties;
 mod recovery;
 mod scenarios;
 mod upgrade;
+
+// The PostgreSQL half is compiled to run exactly when the variable is set.
+triggers::postgres_tests_match_the_environment!();

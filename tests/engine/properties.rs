@@ -228,7 +228,7 @@ fn run_cases(backend: Backend, cases: u32) {
             match backend {
                 Backend::Sqlite => within_time(check(TestDb::sqlite(), tasks, ops)).await,
                 Backend::Postgres => {
-                    crate::common::run_postgres(
+                    crate::support::run_postgres(
                         std::time::Duration::from_secs(120),
                         "properties",
                         |db| check(db, tasks, ops),

@@ -317,13 +317,12 @@ on_both_backends!(
 async fn a_command_dropped_mid_commit_leaves_nothing_in_the_cache(db: TestDb) {
     use sqlx::{Connection, Executor};
 
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t_a": {"after": ["go"], "run": "app.Unregistered", "using": "worker"}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t_a": {"after": ["go"], "run": "app.Unregistered", "using": "worker"}}),
+        )
+        .await;
     let before = state(&engine, S).await.version();
 
     // Another connection blocks the engine's commit: SQLite's write lock, or a

@@ -1,55 +1,22 @@
-//! Support of the engine suite: engines with test-sized options on a test
-//! database (`tests/common`: a fresh one per test on each backend, and
-//! `on_both_backends!`), and waiting for conditions without fixed sleeps.
+//! Support of the engine suite: the kit (`triggers::testkit`: a fresh database
+//! per test on each backend, `on_both_backends!`, engines with test-sized
+//! options), reading sessions and events, and waiting for conditions without
+//! fixed sleeps.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use triggers::domain::{Event, Instance, InstanceStatus, JsonObject, SessionState};
-use triggers::engine::{EngineBuilder, EngineOptions, FireResult};
+use triggers::engine::FireResult;
 use triggers::Engine;
 
-pub(crate) use crate::common::{skipped, Backend, TestDb, POSTGRES_ENV};
-
-/// The session most tests use (each test has its own database, so one name is enough).
-pub(crate) const S: &str = "questionnaire:1";
-
-/// How long a test waits for a condition before failing (generous: CI machines are slow).
-pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Options small enough for tests: short leases and a fast sweeper, so that
-/// recovery happens within a couple of seconds.
-pub(crate) fn test_options() -> EngineOptions {
-    EngineOptions {
-        inline_lease: Duration::from_secs(2),
-        sweep_interval: Some(Duration::from_millis(200)),
-        ..EngineOptions::default()
-    }
-}
-
-impl TestDb {
-    /// An engine on this database with [`test_options`] and no extra handlers.
-    pub(crate) async fn engine(&self) -> Engine {
-        self.engine_with(|builder| builder).await
-    }
-
-    /// An engine on this database with [`test_options`], adjusted by `build`.
-    pub(crate) async fn engine_with(
-        &self,
-        build: impl FnOnce(EngineBuilder) -> EngineBuilder,
-    ) -> Engine {
-        build(Engine::builder(self.url.clone()).options(test_options()))
-            .open()
-            .await
-            .unwrap_or_else(|e| panic!("open an engine on {}: {e}", self.url))
-    }
-}
+pub(crate) use triggers::testkit::*;
 
 /// Fails a test that hangs instead of letting it block the suite.
 pub(crate) async fn within_time(test: impl Future<Output = ()>) {
-    crate::common::within(Duration::from_secs(120), test).await;
+    triggers::testkit::within(Duration::from_secs(120), test).await;
 }
 
 /// Waits until no inline run is in flight (bounded by [`PATIENCE`]).
@@ -214,21 +181,6 @@ pub(crate) fn result(inst: &Instance) -> Value {
     inst.result().cloned().unwrap_or(Value::Null)
 }
 
-/// What `triggers.testing.PassThru` returns for `kwargs`.
-pub(crate) fn passthru(kwargs: Value) -> Value {
-    json!({ "kwargs": kwargs })
-}
-
-/// Built-in handler: returns `{"kwargs": <kwargs>}`.
-pub(crate) const PASSTHRU: &str = "triggers.testing.PassThru";
-/// Built-in handler: returns `{}`.
-pub(crate) const DEVNULL: &str = "triggers.testing.DevNull";
-/// Built-in handler: fails with `triggers.testing.Failure`.
-pub(crate) const FAILING: &str = "triggers.testing.Failing";
-/// Built-in handler: skips itself with metadata `{"kwargs": <kwargs>}`.
-pub(crate) const SELF_SKIPPING: &str = "triggers.testing.SelfSkipping";
-/// Built-in handler: retries itself while `depth < retries.max`.
-pub(crate) const SELF_RETRYING: &str = "triggers.testing.SelfRetrying";
 /// A `run` no handler is registered for: such tasks go to the worker queue.
 pub(crate) const EXTERNAL: &str = "app.ExternalJob";
 

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::common::TestDb;
+use triggers::testkit::TestDb;
+
 use crate::harness::{
-    audit, configured_sessions, rebuild, states, Client, Firing, Rng, ServerProcess, PATIENCE,
+    audit, configured_sessions, rebuild, start_server, states, Client, Firing, Rng, PATIENCE,
 };
 
 on_both_backends!(seconds = 240;
@@ -23,7 +24,7 @@ const SERVER_ENV: &[(&str, &str)] = &[("TRIGGERS_INLINE_LEASE", "1")];
 async fn killed_servers_lose_no_acknowledged_fire_and_apply_none_twice(db: TestDb) {
     let (mut rng, seed) = Rng::seeded();
     let dir = db.dir();
-    let mut server = ServerProcess::start(&db.url, &dir, SERVER_ENV).await;
+    let mut server = start_server(&db.url, &dir, SERVER_ENV).await;
     let client = Client::new(&server.address);
     let sessions = configured_sessions(&client, "crash", SESSIONS).await;
     let firing = Firing::start(&client, CLIENTS, &sessions);
@@ -31,7 +32,7 @@ async fn killed_servers_lose_no_acknowledged_fire_and_apply_none_twice(db: TestD
         tokio::time::sleep(Duration::from_millis(rng.between(200, 900))).await;
         server.kill().await;
         tokio::time::sleep(Duration::from_millis(rng.between(0, 200))).await;
-        server = ServerProcess::start(&db.url, &dir, SERVER_ENV).await;
+        server = start_server(&db.url, &dir, SERVER_ENV).await;
         client.retarget(&server.address);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -54,7 +55,7 @@ async fn killed_servers_lose_no_acknowledged_fire_and_apply_none_twice(db: TestD
     let live = states(&client, &sessions).await;
     server.terminate().await;
     let report = rebuild(&db.url, &dir).await;
-    let server = ServerProcess::start(&db.url, &dir, SERVER_ENV).await;
+    let server = start_server(&db.url, &dir, SERVER_ENV).await;
     client.retarget(&server.address);
     assert_eq!(
         states(&client, &sessions).await,

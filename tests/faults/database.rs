@@ -14,9 +14,10 @@ use sqlx::{Connection, Executor, SqliteConnection};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::{self, TestDb};
+use triggers::testkit::{run_postgres, run_sqlite, TestDb};
+
 use crate::harness::{
-    audit, configured_sessions, workflow, Answer, Client, Firing, ServerProcess, PATIENCE,
+    audit, configured_sessions, start_server, workflow, Answer, Client, Firing, PATIENCE,
 };
 
 const FIRE: &str = "mutation($s: String!, $key: String) { \
@@ -25,7 +26,7 @@ const FIRE: &str = "mutation($s: String!, $key: String) { \
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 async fn postgres_going_away_under_load_acknowledges_nothing_it_did_not_apply() {
-    common::run_postgres(Duration::from_secs(180), module_path!(), outage).await;
+    run_postgres(Duration::from_secs(180), module_path!(), outage).await;
 }
 
 async fn outage(db: TestDb) {
@@ -41,7 +42,7 @@ async fn outage(db: TestDb) {
     through_proxy.set_port(Some(proxy.port)).unwrap();
 
     let dir = db.dir();
-    let server = ServerProcess::start(
+    let server = start_server(
         through_proxy.as_str(),
         &dir,
         &[("TRIGGERS_INLINE_LEASE", "1")],
@@ -123,7 +124,7 @@ async fn postgres_restarted_for_real_under_load_acknowledges_nothing_it_did_not_
         );
         return;
     };
-    common::run_postgres(Duration::from_secs(180), module_path!(), |db| {
+    run_postgres(Duration::from_secs(180), module_path!(), |db| {
         restarted(db, restart)
     })
     .await;
@@ -131,7 +132,7 @@ async fn postgres_restarted_for_real_under_load_acknowledges_nothing_it_did_not_
 
 async fn restarted(db: TestDb, restart: String) {
     let dir = db.dir();
-    let server = ServerProcess::start(&db.url, &dir, &[("TRIGGERS_INLINE_LEASE", "1")]).await;
+    let server = start_server(&db.url, &dir, &[("TRIGGERS_INLINE_LEASE", "1")]).await;
     let client = Client::new(&server.address);
     let sessions = configured_sessions(&client, "restart", 4).await;
     let firing = Firing::start(&client, 8, &sessions);
@@ -164,13 +165,12 @@ async fn restarted(db: TestDb, restart: String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_busy_waits_the_busy_timeout_then_fails_and_writes_nothing() {
-    common::run_sqlite(Duration::from_secs(120), busy).await;
+    run_sqlite(Duration::from_secs(120), busy).await;
 }
 
 async fn busy(db: TestDb) {
     let dir = db.dir();
-    let server =
-        ServerProcess::start(&db.url, &dir, &[("TRIGGERS_SQLITE_BUSY_TIMEOUT_MS", "500")]).await;
+    let server = start_server(&db.url, &dir, &[("TRIGGERS_SQLITE_BUSY_TIMEOUT_MS", "500")]).await;
     let client = Client::new(&server.address);
     client.configure("busy", workflow()).await;
     client.wait_quiet(PATIENCE).await;

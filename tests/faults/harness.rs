@@ -1,27 +1,24 @@
-//! The pieces every fault test uses: `triggers serve` as a child process, a
+//! The pieces every fault test uses: `triggers serve` as a child process (the
+//! kit's `ServerProcess`), a
 //! GraphQL client that tells acknowledged fires from failed ones, clients that
 //! retry unacknowledged fires with the same idempotency key, and the audit of the
 //! log afterwards.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use triggers::testkit::process::{run_to_completion, triggers_command};
+pub(crate) use triggers::testkit::ServerProcess;
+use triggers::testkit::{DEVNULL, PASSTHRU};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_triggers");
 
 /// How long a test waits for a condition before failing.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
-
-pub(crate) const PASSTHRU: &str = "triggers.testing.PassThru";
-pub(crate) const DEVNULL: &str = "triggers.testing.DevNull";
 
 /// The workflow every fault test drives: each `page` fire runs `count` inline
 /// (andEvery), whose cascade runs `echo` (andEvery); `first` runs once per session.
@@ -33,119 +30,29 @@ pub(crate) fn workflow() -> Value {
     })
 }
 
-/// A `triggers serve` child process.
-pub(crate) struct ServerProcess {
-    child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub(crate) address: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl ServerProcess {
-    /// Starts `triggers serve` on a random port over `database_url` (with
-    /// `env` added) and waits until it answers `/health`.
-    pub(crate) async fn start(
-        database_url: &str,
-        dir: &Path,
-        env: &[(&str, &str)],
-    ) -> ServerProcess {
-        let mut command = Command::new(BIN);
-        command
-            .current_dir(dir)
-            .args(["serve", "--database-url", database_url])
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .env_remove("TRIGGERS_API_TOKEN")
-            .env_remove("TRIGGERS_LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("start triggers serve");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (lines_tx, mut lines) = mpsc::unbounded_channel();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        let keep = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                keep.lock().unwrap().push(line.clone());
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let address = loop {
-            let line = tokio::time::timeout_at(deadline.into(), lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no 'listening on' line: {:#?}", log.lock().unwrap()))
-                .unwrap_or_else(|| panic!("the server exited: {:#?}", log.lock().unwrap()));
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let server = ServerProcess {
-            child,
-            address,
-            log,
-        };
-        let http = reqwest::Client::new();
-        loop {
-            let health = http.get(format!("{}/health", server.address)).send().await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never healthy: {:#?}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+/// Starts `triggers serve` on a random port over `database_url` (with `env`
+/// added) and waits until it answers `/health`.
+pub(crate) async fn start_server(
+    database_url: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> ServerProcess {
+    let mut command = triggers_command(BIN, dir);
+    command.args(["serve", "--database-url", database_url]);
+    for (key, value) in env {
+        command.env(key, value);
     }
-
-    /// What the server logged so far.
-    pub(crate) fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// SIGKILL: no shutdown, no flushing, no goodbye.
-    pub(crate) async fn kill(mut self) {
-        self.child.start_kill().expect("send SIGKILL");
-        self.child.wait().await.expect("reap the server");
-    }
-
-    /// SIGTERM, and waits for a clean exit.
-    pub(crate) async fn terminate(mut self) {
-        let pid = self.child.id().expect("still running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        let exit = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("stopped in time after SIGTERM")
-            .expect("wait for the server");
-        assert!(exit.success(), "exit {exit:?}: {:#?}", self.log());
-    }
+    ServerProcess::start(command, PATIENCE).await
 }
 
 /// Runs `triggers rebuild` on `database_url` to completion; its stdout.
 pub(crate) async fn rebuild(database_url: &str, dir: &Path) -> String {
-    let output = Command::new(BIN)
-        .current_dir(dir)
+    let mut command = triggers_command(BIN, dir);
+    command
         .args(["rebuild", "--database-url", database_url])
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run triggers rebuild");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "rebuild failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .env("RUST_LOG", "warn");
+    let (success, stdout, stderr) = run_to_completion(&mut command, PATIENCE).await;
+    assert!(success, "rebuild failed: {stdout}{stderr}");
     stdout
 }
 

@@ -7,12 +7,14 @@
 //!
 //! Each test prints its figures (`FIGURES ...` on stderr; `--nocapture` shows them).
 
-#[path = "../common/mod.rs"]
 #[macro_use]
-mod common;
+extern crate triggers;
 
 mod harness;
 
 mod crash;
 mod database;
 mod two_servers;
+
+// The PostgreSQL half is compiled to run exactly when the variable is set.
+triggers::postgres_tests_match_the_environment!();

@@ -4,8 +4,9 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::common::TestDb;
-use crate::harness::{audit, fire_until, workflow, Client, ServerProcess, PATIENCE};
+use triggers::testkit::TestDb;
+
+use crate::harness::{audit, fire_until, start_server, workflow, Client, PATIENCE};
 
 on_both_backends!(seconds = 240;
     two_servers_on_one_database_apply_every_fire_exactly_once,
@@ -17,8 +18,8 @@ const SESSIONS: usize = 3;
 
 async fn two_servers_on_one_database_apply_every_fire_exactly_once(db: TestDb) {
     let dir = db.dir();
-    let one = ServerProcess::start(&db.url, &dir, &[]).await;
-    let two = ServerProcess::start(&db.url, &dir, &[]).await;
+    let one = start_server(&db.url, &dir, &[]).await;
+    let two = start_server(&db.url, &dir, &[]).await;
     let clients = [Client::new(&one.address), Client::new(&two.address)];
     let sessions: Vec<String> = (0..SESSIONS).map(|i| format!("shared:{i}")).collect();
     for (i, session) in sessions.iter().enumerate() {

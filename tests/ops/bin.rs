@@ -4,36 +4,21 @@
 use serde_json::{json, Value};
 use std::path::Path;
 use tokio::process::Command;
-
-use crate::common::TestDb;
-use crate::support::{TestApp, FAILING, PASSTHRU, PATIENCE};
+use triggers::testkit::app::everything_query;
+use triggers::testkit::db::{create_schema, drop_schema};
+use triggers::testkit::process::{run_to_completion, triggers_command};
+use triggers::testkit::{spawn_app, Backend, TestApp, TestDb, FAILING, PASSTHRU, PATIENCE};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_triggers");
 
 /// A `triggers` command in `dir`, without the environment's database or token.
 pub(crate) fn command(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .current_dir(dir)
-        .env_remove("TRIGGERS_DATABASE_URL")
-        .env_remove("TRIGGERS_API_TOKEN")
-        .env_remove("TRIGGERS_LOG_FORMAT")
-        .env_remove("TRIGGERS_PURGED_BY")
-        .kill_on_drop(true);
-    command
+    triggers_command(BIN, dir)
 }
 
 /// Runs a command to completion: success, stdout, stderr.
 pub(crate) async fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = tokio::time::timeout(PATIENCE, command(dir).args(args).output())
-        .await
-        .expect("the command finished in time")
-        .expect("run triggers");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_to_completion(command(dir).args(args), PATIENCE).await
 }
 
 /// Runs a command that must succeed; its stdout and stderr.
@@ -63,15 +48,9 @@ pub(crate) async fn another(db: &TestDb, name: &str) -> Other {
 
 /// A fresh schema on the PostgreSQL server at `base`.
 pub(crate) async fn other_postgres(base: &str) -> Other {
-    use sqlx::{Connection, Executor};
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(base).await.expect("connect");
-    conn.execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("create a schema");
-    conn.close().await.ok();
+    let (url, schema) = create_schema(base, "t").await;
     Other {
-        url: crate::common::with_search_path(base, &schema),
+        url,
         schema: Some((base.to_owned(), schema)),
     }
 }
@@ -85,27 +64,11 @@ pub(crate) struct Other {
 impl Other {
     /// Drops it (PostgreSQL; a SQLite file goes with the test's directory).
     pub(crate) async fn drop(self) {
-        use sqlx::{Connection, Executor};
         if let Some((base, schema)) = self.schema {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
-                let _ = conn
-                    .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
-                    .await;
-            }
+            drop_schema(&base, &schema).await;
         }
     }
 }
-
-/// Everything a client can read of a session.
-pub(crate) const EVERYTHING: &str = "query($s: String!) { session(uid: $s) {
-  uid version latestKwargs
-  tasks { name after andEvery unless run using withParams maxRetries extras }
-  instances { session name task status kwargs abandonState metadata result logLevel
-              isResolved canRun canAbandon canReplay canSkip parent depth
-              history { seq } causes { seq } }
-  unresolvedTasks { name } unresolvedInstances { name } instancesWithUnresolvedLogs { name }
-  events(first: 1000) { seq kind at data causedBy instance trigger }
-} }";
 
 /// The sessions [`workload`] writes.
 pub(crate) const SESSIONS: [&str; 3] = ["questionnaire:1", "questionnaire:2", "applicant:7"];
@@ -155,19 +118,21 @@ pub(crate) async fn workload(app: &TestApp) {
 
 /// What a client reads of every [`SESSIONS`] session.
 pub(crate) async fn everything(app: &TestApp) -> Vec<Value> {
+    let everything = everything_query("");
     let mut all = Vec::new();
     for session in SESSIONS {
-        all.push(app.data(EVERYTHING, json!({"s": session})).await);
+        all.push(app.data(&everything, json!({"s": session})).await);
     }
     all
 }
 
+/// The version of `session` in the database at `url`, read by a store of its own.
+pub(crate) async fn version(url: &str, session: &str) -> u64 {
+    let store = triggers::store::open(url).await.expect("open the store");
+    store.version(session).await.expect("a version")
+}
+
 /// Starts a server over `url` (a second database of a test).
 pub(crate) async fn app_on(url: &str) -> TestApp {
-    let backend = if url.starts_with("sqlite:") {
-        crate::common::Backend::Sqlite
-    } else {
-        crate::common::Backend::Postgres
-    };
-    crate::support::spawn_app(&TestDb::at(url.to_owned(), backend)).await
+    spawn_app(&TestDb::at(url.to_owned(), Backend::of(url))).await
 }

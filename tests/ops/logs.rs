@@ -8,8 +8,9 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use triggers::testkit::{PASSTHRU, PATIENCE};
+
 use crate::bin::command;
-use crate::support::{PASSTHRU, PATIENCE};
 
 /// Whether any span of a JSON log line has `field` (equal to `value` if given).
 fn in_spans(line: &Value, field: &str, value: Option<&str>) -> bool {

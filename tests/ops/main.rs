@@ -3,15 +3,14 @@
 //! run as the real binary, on SQLite and (when `TRIGGERS_TEST_POSTGRES_URL` is
 //! set) PostgreSQL, and from one to the other.
 
-#[path = "../common/mod.rs"]
 #[macro_use]
-mod common;
-#[path = "../api/support.rs"]
-#[allow(dead_code, unused_imports)] // The API suite's support: this suite uses part of it.
-mod support;
+extern crate triggers;
 
 mod bin;
 mod logs;
 mod metrics;
 mod purge;
 mod round_trip;
+
+// The PostgreSQL half is compiled to run exactly when the variable is set.
+triggers::postgres_tests_match_the_environment!();

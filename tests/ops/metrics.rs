@@ -4,10 +4,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use triggers::http::ServerConfig;
 
-use crate::common::TestDb;
-use crate::support::{spawn_app, spawn_app_with, TestApp, PASSTHRU, PATIENCE, S};
+use triggers::testkit::{spawn_app, spawn_app_with_token, TestApp, TestDb, PASSTHRU, PATIENCE, S};
 
 on_both_backends!(
     a_lost_version_race_is_counted_as_a_store_error,
@@ -66,9 +64,8 @@ async fn metrics_count_a_known_workload_exactly(db: TestDb) {
 
     // A worker claims the mail task and goes away: its lease expires.
     let claimed = app
-        .data(
+        .query(
             "mutation { claimTasks(worker: \"w\", queue: \"mail\", leaseSeconds: 1) { instance } }",
-            json!({}),
         )
         .await;
     requests += 1;
@@ -159,11 +156,7 @@ async fn metrics_count_a_known_workload_exactly(db: TestDb) {
 }
 
 async fn metrics_need_the_token_when_one_is_set(db: TestDb) {
-    let config = ServerConfig {
-        api_token: Some("s3cret".into()),
-        ..ServerConfig::default()
-    };
-    let app = spawn_app_with(&db, config).await;
+    let app = spawn_app_with_token(&db, "s3cret").await;
     let (status, _, body) = scrape(&app, None).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("UNAUTHORIZED"), "{body}");

@@ -3,17 +3,23 @@
 //! asked), records each in `purges`, and the UID starts again empty. Nothing
 //! else can delete an event.
 
+use std::path::Path;
+
 use serde_json::json;
 
-use crate::bin::{app_on, fails, ok};
-use crate::common::{Backend, TestDb};
-use crate::support::{spawn_app, FAILING, PASSTHRU};
+use triggers::testkit::db::execute_sql;
+use triggers::testkit::{spawn_app, TestDb, FAILING, PASSTHRU};
+
+use crate::bin::{app_on, fails, ok, version};
 
 on_both_backends!(a_purge_removes_only_old_resolved_sessions_and_records_them);
 
-async fn version(url: &str, session: &str) -> u64 {
-    let store = triggers::store::open(url).await.expect("open the store");
-    store.version(session).await.expect("a version")
+/// `triggers purge` of `url` with `--resolved-before <before>` and `more`,
+/// which must succeed; its stdout.
+async fn purge(dir: &Path, url: &str, before: &str, more: &[&str]) -> String {
+    let mut args = vec!["purge", "--database-url", url, "--resolved-before", before];
+    args.extend_from_slice(more);
+    ok(dir, &args).await.0
 }
 
 async fn a_purge_removes_only_old_resolved_sessions_and_records_them(db: TestDb) {
@@ -58,18 +64,7 @@ async fn a_purge_removes_only_old_resolved_sessions_and_records_them(db: TestDb)
         .to_string();
 
     // A dry run lists, and changes nothing.
-    let (out, _) = ok(
-        &dir,
-        &[
-            "purge",
-            "--database-url",
-            url,
-            "--resolved-before",
-            &tomorrow,
-            "--dry-run",
-        ],
-    )
-    .await;
+    let out = purge(&dir, url, &tomorrow, &["--dry-run"]).await;
     assert!(
         out.contains(&format!("would purge done:1  ({} events", done[0]))
             && out.contains("would purge done:2")
@@ -86,17 +81,7 @@ async fn a_purge_removes_only_old_resolved_sessions_and_records_them(db: TestDb)
     assert_eq!(version(url, "done:1").await, done[0]);
 
     // An older cut-off finds nothing; a bad one is refused.
-    let (out, _) = ok(
-        &dir,
-        &[
-            "purge",
-            "--database-url",
-            url,
-            "--resolved-before",
-            "2000-01-01",
-        ],
-    )
-    .await;
+    let out = purge(&dir, url, "2000-01-01", &[]).await;
     assert!(out.contains("purged 0 sessions"), "{out}");
     let (_, stderr) = fails(
         &dir,
@@ -107,19 +92,11 @@ async fn a_purge_removes_only_old_resolved_sessions_and_records_them(db: TestDb)
 
     // The purge, written to a file first.
     let file = dir.join("purged.jsonl");
-    let (out, _) = ok(
+    let out = purge(
         &dir,
-        &[
-            "purge",
-            "--database-url",
-            url,
-            "--resolved-before",
-            &tomorrow,
-            "--export",
-            file.to_str().unwrap(),
-            "--by",
-            "alice",
-        ],
+        url,
+        &tomorrow,
+        &["--export", file.to_str().unwrap(), "--by", "alice"],
     )
     .await;
     assert!(
@@ -150,26 +127,7 @@ async fn a_purge_removes_only_old_resolved_sessions_and_records_them(db: TestDb)
     drop(store);
 
     // Nothing else deletes an event.
-    let refused = match db.backend {
-        Backend::Sqlite => {
-            let store = triggers::store::sqlite::SqliteStore::connect(url, &Default::default())
-                .await
-                .unwrap();
-            sqlx::query("DELETE FROM events")
-                .execute(store.pool())
-                .await
-                .map(drop)
-        }
-        Backend::Postgres => {
-            let store = triggers::store::postgres::PostgresStore::connect(url, &Default::default())
-                .await
-                .unwrap();
-            sqlx::query("DELETE FROM events")
-                .execute(store.pool())
-                .await
-                .map(drop)
-        }
-    };
+    let refused = execute_sql(url, "DELETE FROM events").await;
     let err = refused.expect_err("a plain DELETE is refused").to_string();
     assert!(err.contains("append-only"), "{err}");
     assert_eq!(version(url, "open:1").await, open);
@@ -177,10 +135,7 @@ async fn a_purge_removes_only_old_resolved_sessions_and_records_them(db: TestDb)
     // A purged UID is an empty session again.
     let app = app_on(url).await;
     let data = app
-        .data(
-            "query { session(uid: \"done:1\") { version tasks { name } } }",
-            json!({}),
-        )
+        .query("query { session(uid: \"done:1\") { version tasks { name } } }")
         .await;
     assert_eq!(data["session"], json!({"version": 0, "tasks": []}));
     assert_eq!(

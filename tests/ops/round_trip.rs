@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::bin::{another, app_on, everything, fails, ok, other_postgres, workload, SESSIONS};
-use crate::common::TestDb;
-use crate::support::spawn_app;
+use triggers::testkit::{spawn_app, TestDb};
+
+use crate::bin::{
+    another, app_on, everything, fails, ok, other_postgres, version, workload, SESSIONS,
+};
 
 on_both_backends!(
     an_export_imported_elsewhere_and_rebuilt_reads_back_the_same_byte_for_byte,
@@ -44,11 +46,6 @@ async fn import(dir: &Path, url: &str, file: &Path) -> String {
     )
     .await
     .0
-}
-
-async fn version(url: &str, session: &str) -> u64 {
-    let store = triggers::store::open(url).await.expect("open the store");
-    store.version(session).await.expect("a version")
 }
 
 async fn an_export_imported_elsewhere_and_rebuilt_reads_back_the_same_byte_for_byte(db: TestDb) {
@@ -326,11 +323,11 @@ async fn an_append_on_a_session_that_moved_conflicts_and_writes_nothing(db: Test
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 async fn a_sqlite_log_copied_to_postgres_after_an_interrupted_copy_reads_back_the_same() {
-    let Ok(base) = std::env::var(crate::common::POSTGRES_ENV) else {
-        crate::common::skipped("a_sqlite_log_copied_to_postgres");
+    let Ok(base) = std::env::var(triggers::testkit::POSTGRES_ENV) else {
+        triggers::testkit::skipped("a_sqlite_log_copied_to_postgres");
         return;
     };
-    crate::common::run_sqlite(Duration::from_secs(120), |db| async move {
+    triggers::testkit::run_sqlite(Duration::from_secs(120), |db| async move {
         let dir = db.dir();
         let app = spawn_app(&db).await;
         workload(&app).await;

@@ -3,12 +3,11 @@
 //! after), the token gate, and GraphiQL served by the binary.
 
 use serde_json::json;
-use triggers::http::ServerConfig;
+
+use triggers::testkit::{spawn_app, spawn_app_with_token, TestApp, TestDb};
 
 use crate::browser::Browser;
-use crate::common::TestDb;
 use crate::pages::{instance_url, story, Run, STORY};
-use crate::support::{spawn_app, spawn_app_with, TestApp};
 
 const TOKEN: &str = "correct horse battery staple";
 
@@ -148,12 +147,7 @@ pub(crate) fn skip(b: &Browser, db: TestDb) -> Run<'_> {
         );
         let state = instance_state(&app, "t_fail#0").await;
         assert_eq!(state["instance"]["status"], "SKIPPED");
-        let fired = app
-            .data(
-                "query($s: String!) { session(uid: $s) { latestKwargs } }",
-                json!({"s": STORY}),
-            )
-            .await;
+        let fired = app.read_session(STORY, "latestKwargs").await;
         assert_eq!(
             fired["session"]["latestKwargs"]["t_fail"],
             json!({"imported": 0})
@@ -177,11 +171,7 @@ pub(crate) fn skip(b: &Browser, db: TestDb) -> Run<'_> {
 
 pub(crate) fn token(b: &Browser, db: TestDb) -> Run<'_> {
     Box::pin(async move {
-        let config = ServerConfig {
-            api_token: Some(TOKEN.into()),
-            ..ServerConfig::default()
-        };
-        let app = spawn_app_with(&db, config).await;
+        let app = spawn_app_with_token(&db, TOKEN).await;
         story(&app).await;
         let version = app.version(STORY).await;
         for page in [app.url("/ui/"), crate::pages::session_url(&app, STORY, "")] {

@@ -6,10 +6,10 @@
 use std::process::Command;
 use std::time::Instant;
 
+use triggers::testkit::{spawn_app, TestDb};
+
 use crate::browser::Browser;
-use crate::common::TestDb;
 use crate::pages::{session_ready, session_url};
-use crate::support::spawn_app;
 
 const EVENTS: u64 = 100_000;
 

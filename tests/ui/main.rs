@@ -7,13 +7,6 @@
 //! `target/ui-screenshots/<scenario>.png`; passing ones leave a screenshot of
 //! each page they show (`list.png`, `session.png`, ...), for reviews.
 
-#[allow(unused_macros)] // The suite runs its scenarios on both backends itself.
-#[path = "../common/mod.rs"]
-mod common;
-#[allow(dead_code, unused_imports)] // The API suite's server harness; the UI uses part of it.
-#[path = "../api/support.rs"]
-mod support;
-
 mod actions;
 mod big;
 mod browser;
@@ -27,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use browser::Browser;
-use common::TestDb;
+use triggers::testkit::{run_postgres, run_sqlite, TestDb};
 
 /// A scenario: drives `Browser` against a server it starts over `TestDb`.
 pub(crate) type Scenario =
@@ -63,13 +56,11 @@ async fn run(postgres: bool) {
         }
         let started = Instant::now();
         let outcome = if postgres {
-            AssertUnwindSafe(common::run_postgres(LIMIT, name, |db| {
-                scenario(&browser, db)
-            }))
-            .catch_unwind()
-            .await
+            AssertUnwindSafe(run_postgres(LIMIT, name, |db| scenario(&browser, db)))
+                .catch_unwind()
+                .await
         } else {
-            AssertUnwindSafe(common::run_sqlite(LIMIT, |db| scenario(&browser, db)))
+            AssertUnwindSafe(run_sqlite(LIMIT, |db| scenario(&browser, db)))
                 .catch_unwind()
                 .await
         };
@@ -97,6 +88,9 @@ async fn run(postgres: bool) {
         browser::screenshot_dir().display()
     );
 }
+
+// The PostgreSQL half is compiled to run exactly when the variable is set.
+triggers::postgres_tests_match_the_environment!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite() {

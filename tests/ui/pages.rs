@@ -7,9 +7,9 @@ use std::pin::Pin;
 
 use serde_json::{json, Value};
 
+use triggers::testkit::{spawn_app, TestApp, TestDb, DEVNULL, FAILING, PASSTHRU};
+
 use crate::browser::Browser;
-use crate::common::TestDb;
-use crate::support::{spawn_app, TestApp, DEVNULL, FAILING, PASSTHRU};
 
 pub(crate) type Run<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 

@@ -128,11 +128,7 @@ async fn triggers_work_runs_a_script_per_task_and_cascades(db: TestDb) {
     );
 
     terminate(&worker);
-    let status = tokio::time::timeout(PATIENCE, worker.wait())
-        .await
-        .expect("the worker stopped in time")
-        .expect("wait for the worker");
-    assert!(status.success(), "the worker exited with {status}");
+    exits_cleanly(&mut worker).await;
     app.stop().await;
 }
 
@@ -163,11 +159,7 @@ async fn triggers_work_finishes_its_running_task_on_sigterm_and_claims_no_more(d
         "the worker exited before its task finished"
     );
     std::fs::write(dir.path().join("release"), b"").unwrap();
-    let status = tokio::time::timeout(PATIENCE, worker.wait())
-        .await
-        .expect("the worker stopped in time")
-        .expect("wait for the worker");
-    assert!(status.success(), "the worker exited with {status}");
+    exits_cleanly(&mut worker).await;
 
     let slow = wait_status(&app, "t_slow#0", "FINISHED").await;
     assert_eq!(slow["result"], json!({"slow": true}));
@@ -208,11 +200,7 @@ async fn a_killed_triggers_work_loses_its_task_to_another_worker(db: TestDb) {
     );
 
     terminate(&rescuer);
-    let status = tokio::time::timeout(PATIENCE, rescuer.wait())
-        .await
-        .expect("the worker stopped in time")
-        .expect("wait for the worker");
-    assert!(status.success(), "the worker exited with {status}");
+    exits_cleanly(&mut rescuer).await;
     app.stop().await;
 }
 
@@ -224,6 +212,16 @@ fn terminate(worker: &Child) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// Waits (at most [`PATIENCE`]) for the worker to exit, which it must do
+/// successfully.
+async fn exits_cleanly(worker: &mut Child) {
+    let status = tokio::time::timeout(PATIENCE, worker.wait())
+        .await
+        .expect("the worker stopped in time")
+        .expect("wait for the worker");
+    assert!(status.success(), "the worker exited with {status}");
 }
 
 async fn wait_for_file(path: &Path) {

@@ -3,11 +3,14 @@
 //! command running real scripts, on a fresh SQLite file and (when
 //! `TRIGGERS_TEST_POSTGRES_URL` is set) a fresh PostgreSQL schema per test.
 
-#[path = "../common/mod.rs"]
 #[macro_use]
-mod common;
+extern crate triggers;
+
 mod support;
 
 mod command;
 mod fairness;
 mod protocol;
+
+// The PostgreSQL half is compiled to run exactly when the variable is set.
+triggers::postgres_tests_match_the_environment!();

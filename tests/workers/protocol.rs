@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use triggers::engine::EngineOptions;
 
-use crate::support::{kinds, spawn_app, spawn_app_with, test_options, TestApp, TestDb, S};
+use crate::support::{kinds, spawn_app, spawn_app_with_options, test_options, TestApp, TestDb, S};
 
 on_both_backends!(
     concurrent_claimers_get_each_instance_exactly_once,
@@ -152,7 +152,7 @@ async fn a_worker_that_stops_reporting_loses_the_task_to_another_worker(db: Test
 }
 
 async fn stale_lease_tokens_are_refused_and_write_nothing(db: TestDb) {
-    let app = spawn_app_with(&db, without_sweeper()).await;
+    let app = spawn_app_with_options(&db, without_sweeper()).await;
     configure_ticks(&app, S, json!({})).await;
     app.fire(S, "tick", json!({})).await;
     let claim = app.claim("w1", None, 1, 1).await.remove(0);

@@ -54,11 +54,7 @@ async fn sqlite_urls_name_relative_absolute_and_plain_paths() {
 
 #[tokio::test]
 async fn a_corrupt_sqlite_event_row_is_reported_with_its_session_and_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("x.db").display());
-    let store = crate::store::sqlite::SqliteStore::connect(&url, &Default::default())
-        .await
-        .unwrap();
+    let (_db, store) = sqlite_backend().await;
     sqlx::query(
         "INSERT INTO events (session, seq, kind, format, data, at) \
          VALUES ('s', 1, 'NoSuchKind', 1, '{}', '2024-01-01T00:00:00.000000Z')",
@@ -81,17 +77,11 @@ async fn a_corrupt_sqlite_event_row_is_reported_with_its_session_and_seq() {
 #[tokio::test]
 #[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 async fn a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq() {
-    let test = "a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq";
-    let Ok(url) = std::env::var(POSTGRES_URL_ENV) else {
-        eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
+    let Some((_db, store)) =
+        postgres_backend("a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq").await
+    else {
         return;
     };
-    let store = crate::store::postgres::PostgresStore::connect(
-        &fresh_schema(&url).await,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
     let session = unique("corrupt");
     sqlx::query(
         "INSERT INTO events (session, seq, kind, format, data, at) \
@@ -125,11 +115,7 @@ fn assert_corrupt(result: StoreResult<Vec<Event>>, session: &str, seq: &str) {
 
 #[tokio::test]
 async fn a_seq_taken_behind_the_sqlite_guards_back_is_still_a_conflict() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("x.db").display());
-    let store = crate::store::sqlite::SqliteStore::connect(&url, &Default::default())
-        .await
-        .unwrap();
+    let (_db, store) = sqlite_backend().await;
     append(&store, "s", 0, &[fired(1, "page", json!({}))])
         .await
         .unwrap();
@@ -152,17 +138,11 @@ async fn a_seq_taken_behind_the_sqlite_guards_back_is_still_a_conflict() {
 #[tokio::test]
 #[cfg_attr(not(postgres_tests), ignore = "set TRIGGERS_TEST_POSTGRES_URL to run")]
 async fn a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict() {
-    let test = "a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict";
-    let Ok(url) = std::env::var(POSTGRES_URL_ENV) else {
-        eprintln!("SKIPPED: {POSTGRES_URL_ENV} not set; PostgreSQL test {test} did not run");
+    let Some((_db, store)) =
+        postgres_backend("a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict").await
+    else {
         return;
     };
-    let store = crate::store::postgres::PostgresStore::connect(
-        &fresh_schema(&url).await,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
     let session = unique("behind");
     append(&store, &session, 0, &[fired(1, "page", json!({}))])
         .await

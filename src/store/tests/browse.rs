@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{append, applied, created, fired, instance_row, unique};
+use super::{append, fired, instance_row, two_pages, unique};
 use crate::domain::InstanceStatus;
 use crate::store::{Commit, EventQuery, EventWindow, RecentSessions, SessionSummary, Store};
 
@@ -156,15 +156,7 @@ pub(super) async fn session_events_are_filtered_by_kind_and_instance_and_paged_b
     store: Arc<dyn Store>,
 ) {
     let session = unique("browse");
-    let events = vec![
-        fired(1, "page", json!({"n": 1})),
-        created(2, "a#0", 1),
-        applied(3, "a#0", 1),
-        created(4, "b#0", 1),
-        fired(5, "page", json!({"n": 2})),
-        applied(6, "a#0", 5),
-        applied(7, "b#0", 5),
-    ];
+    let events = two_pages(7);
     append(&*store, &session, 0, &events).await.unwrap();
     let kinds = |names: &[&str]| names.iter().map(|k| k.to_string()).collect::<Vec<_>>();
     let read = |kinds: Vec<String>, instance: Option<&'static str>, window, up_to, limit| {

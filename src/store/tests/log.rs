@@ -83,16 +83,7 @@ pub(super) async fn a_stale_first_append_conflicts_and_writes_nothing(store: Arc
 
     assert_eq!(store.events(&session, 0, None).await.unwrap(), winner);
     assert_eq!(store.version(&session).await.unwrap(), 1);
-    assert!(store
-        .instances(&[], Some(&task), 10, None)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(store
-        .claimable(&queue, at(10), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_rows(&*store, &task, &queue).await;
 }
 
 pub(super) async fn a_stale_later_append_conflicts_and_writes_nothing(store: Arc<dyn Store>) {
@@ -144,16 +135,7 @@ pub(super) async fn a_stale_later_append_conflicts_and_writes_nothing(store: Arc
 
     assert_eq!(store.version(&session).await.unwrap(), 3);
     assert_eq!(store.events(&session, 2, None).await.unwrap(), winner);
-    assert!(store
-        .instances(&[], Some(&queue), 10, None)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(store
-        .claimable(&queue, at(10), 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_rows(&*store, &queue, &queue).await;
 }
 
 pub(super) async fn of_two_concurrent_commits_at_one_version_exactly_one_wins(
@@ -259,14 +241,7 @@ pub(super) async fn events_are_paged_by_seq(store: Arc<dyn Store>) {
 
 pub(super) async fn events_are_found_by_seq_and_by_instance(store: Arc<dyn Store>) {
     let session = unique("lookup");
-    let events = vec![
-        fired(1, "page", json!({"n": 1})),
-        created(2, "a#0", 1),
-        applied(3, "a#0", 1),
-        created(4, "b#0", 1),
-        fired(5, "page", json!({"n": 2})),
-        applied(6, "a#0", 5),
-    ];
+    let events = two_pages(6);
     append(&*store, &session, 0, &events).await.unwrap();
 
     let by_seq = store

@@ -146,14 +146,7 @@ pub(crate) async fn send(app: &TestApp, body: impl Into<Vec<u8>>) -> Answer {
     if body.len() > MAX_BODY_BYTES {
         return send_oversized(app, &body).await;
     }
-    let response = app
-        .http
-        .post(app.url("/graphql"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST /graphql");
+    let response = app.post_body(body).await;
     let status = response.status().as_u16();
     let text = response.text().await.expect("a body");
     judge(status, &text)

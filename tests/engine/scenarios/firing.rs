@@ -6,13 +6,9 @@ use triggers::domain::InstanceStatus;
 
 async fn a_one_shot_task_fired_twice_has_one_instance(db: TestDb) {
     // Given a one-shot task.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t_import": {"after": ["a"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, json!({"t_import": {"after": ["a"], "run": PASSTHRU}}))
+        .await;
 
     // When its trigger fires twice.
     let first = fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
@@ -32,13 +28,9 @@ async fn a_one_shot_task_fired_twice_has_one_instance(db: TestDb) {
 
 async fn a_second_firing_does_not_overwrite_the_kwargs_an_unstarted_instance_holds(db: TestDb) {
     // Given a one-shot task waiting for a and b.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a", "b"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, json!({"t": {"after": ["a", "b"], "run": PASSTHRU}}))
+        .await;
 
     // When a fires twice, then b.
     fire(&engine, S, "a", json!({"n": 1})).await;
@@ -66,13 +58,12 @@ async fn a_second_firing_does_not_overwrite_the_kwargs_an_unstarted_instance_hol
 
 async fn an_and_every_task_with_no_other_trigger_runs_once_per_firing(db: TestDb) {
     // Given a task that runs every time a page is received.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t_page": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t_page": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
+        )
+        .await;
 
     // When three pages are received.
     let mut scheduled = Vec::new();
@@ -108,13 +99,12 @@ async fn an_and_every_task_with_no_other_trigger_runs_once_per_firing(db: TestDb
 
 async fn an_and_every_task_waits_for_its_other_after_triggers(db: TestDb) {
     // Given a task that runs for every page once the first page was received.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t_responses": {"after": ["first"], "andEvery": "page", "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t_responses": {"after": ["first"], "andEvery": "page", "run": PASSTHRU}}),
+        )
+        .await;
 
     // When two pages arrive before the first-page trigger.
     assert!(fire(&engine, S, "page", json!({"n": 1}))
@@ -164,13 +154,12 @@ async fn an_and_every_task_waits_for_its_other_after_triggers(db: TestDb) {
 
 async fn new_instances_capture_the_latest_kwargs_of_the_other_triggers(db: TestDb) {
     // Given an andEvery task that also needs a settings trigger.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["settings"], "andEvery": "page", "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": ["settings"], "andEvery": "page", "run": PASSTHRU}}),
+        )
+        .await;
 
     // When settings change between pages.
     fire(&engine, S, "settings", json!({"v": 1})).await;

@@ -8,13 +8,12 @@ use triggers::engine::{Job, Outcome};
 
 async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothing(db: TestDb) {
     // Given a fire made with a key.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
+        )
+        .await;
     let first = engine
         .fire(S, "page", obj(json!({"n": 1})), Some("page-1"))
         .await

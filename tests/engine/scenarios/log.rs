@@ -242,13 +242,9 @@ async fn a_simple_run_appends_the_expected_events(db: TestDb) {
 }
 
 async fn status_changes_are_timestamped_in_metadata(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a", "b"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, json!({"t": {"after": ["a", "b"], "run": PASSTHRU}}))
+        .await;
 
     fire(&engine, S, "a", json!({})).await;
     fire_and_settle(&engine, S, "b", json!({})).await;
@@ -480,13 +476,12 @@ async fn the_database_is_isolated_per_test(db: TestDb) {
 
 async fn a_repeated_idempotency_key_answers_with_the_first_fire_whatever_is_fired(db: TestDb) {
     // Given a keyed fire that abandoned an instance.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a", "b"], "unless": ["stop"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": ["a", "b"], "unless": ["stop"], "run": PASSTHRU}}),
+        )
+        .await;
     fire(&engine, S, "a", json!({})).await;
     let first = engine
         .fire(S, "stop", obj(json!({"why": "user"})), Some("cancel-1"))

@@ -3,26 +3,13 @@
 use crate::support::*;
 use serde_json::json;
 use triggers::domain::InstanceStatus;
+use triggers::workload::questionnaire_run_by;
 
 async fn the_questionnaire_example_runs_end_to_end(db: TestDb) {
     // Given the questionnaire workflow.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
-            "t_importSubject": {"after": ["firstPageReceived"], "run": PASSTHRU},
-            "t_importResponses": {"after": ["firstPageReceived"], "andEvery": "pageReceived", "run": PASSTHRU},
-            "t_importBrowserMetadata": {"after": ["firstPageReceived", "questionnaireComplete"], "run": PASSTHRU},
-            "t_scoreResponses": {
-                "after": ["t_importSubject", "questionnaireComplete"],
-                "unless": ["questionnaireAbandoned"],
-                "run": PASSTHRU,
-                "withParams": {"scoring": {"model": "Psych 01"}}
-            },
-        }),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, questionnaire_run_by(PASSTHRU))
+        .await;
 
     // When a respondent goes through it.
     let first = fire_and_settle(

@@ -7,13 +7,7 @@ use triggers::domain::InstanceStatus;
 use triggers::engine::{Job, Outcome};
 
 async fn a_failing_job_fails_its_instance_with_its_exception(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": DEVNULL}}),
-    )
-    .await;
+    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": DEVNULL}})).await;
 
     fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
 
@@ -141,13 +135,9 @@ async fn replay_uses_the_tasks_current_configuration(db: TestDb) {
 
 async fn replaying_with_replacement_kwargs_replaces_them_whole(db: TestDb) {
     // Given a failed instance that held a and b, and a fixed handler.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a", "b"], "run": FAILING}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, json!({"t": {"after": ["a", "b"], "run": FAILING}}))
+        .await;
     fire(&engine, S, "a", json!({"n": 1})).await;
     fire_and_settle(&engine, S, "b", json!({"m": 2})).await;
     configure(
@@ -178,13 +168,12 @@ async fn replaying_with_replacement_kwargs_replaces_them_whole(db: TestDb) {
 }
 
 async fn a_replay_keeps_the_abandon_state(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "unless": ["x", "y"], "run": FAILING}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": ["a"], "unless": ["x", "y"], "run": FAILING}}),
+        )
+        .await;
     fire(&engine, S, "x", json!({})).await;
     fire_and_settle(&engine, S, "a", json!({})).await;
     assert_eq!(
@@ -200,13 +189,7 @@ async fn a_replay_keeps_the_abandon_state(db: TestDb) {
 
 async fn skipping_a_failed_instance_without_cascade_resolves_it_quietly(db: TestDb) {
     // Given a failed instance with a task downstream.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": PASSTHRU}})).await;
     fire_and_settle(&engine, S, "a", json!({})).await;
 
     // When it is skipped without cascade.
@@ -228,13 +211,7 @@ async fn skipping_a_failed_instance_without_cascade_resolves_it_quietly(db: Test
 }
 
 async fn skipping_a_failed_instance_with_cascade_fires_the_task_with_the_result(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": PASSTHRU}})).await;
     fire_and_settle(&engine, S, "a", json!({})).await;
 
     let skipped = engine
@@ -285,13 +262,9 @@ async fn a_job_can_skip_itself(db: TestDb) {
 }
 
 async fn a_self_retrying_job_retries_up_to_the_default_max_retries(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": SELF_RETRYING}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(S, json!({"t": {"after": ["a"], "run": SELF_RETRYING}}))
+        .await;
 
     fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
 
@@ -333,13 +306,7 @@ async fn a_self_retrying_job_retries_up_to_the_default_max_retries(db: TestDb) {
 }
 
 async fn a_self_retrying_job_stops_at_its_own_limit(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 5, "withParams": {"retries": {"max": 1}}}}),
-    )
-    .await;
+    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 5, "withParams": {"retries": {"max": 1}}}})).await;
 
     fire_and_settle(&engine, S, "a", json!({})).await;
 
@@ -350,13 +317,7 @@ async fn a_self_retrying_job_stops_at_its_own_limit(db: TestDb) {
 
 async fn asking_to_retry_beyond_max_retries_fails_with_max_retries_exceeded(db: TestDb) {
     // Given a job that wants 5 retries in a task that allows 1.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 1, "withParams": {"retries": {"max": 5}}}}),
-    )
-    .await;
+    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 1, "withParams": {"retries": {"max": 5}}}})).await;
 
     fire_and_settle(&engine, S, "a", json!({})).await;
 

@@ -7,13 +7,12 @@ use triggers::domain::InstanceStatus;
 
 async fn an_unless_trigger_abandons_an_unstarted_instance(db: TestDb) {
     // Given an instance waiting for b, with an unless trigger.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a", "b"], "unless": ["stop"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": ["a", "b"], "unless": ["stop"], "run": PASSTHRU}}),
+        )
+        .await;
     fire(&engine, S, "a", json!({})).await;
 
     // When the unless trigger fires.
@@ -34,13 +33,12 @@ async fn an_unless_trigger_abandons_an_unstarted_instance(db: TestDb) {
 }
 
 async fn an_unless_trigger_fired_first_abandons_the_instance_it_creates(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "unless": ["stop"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": ["a"], "unless": ["stop"], "run": PASSTHRU}}),
+        )
+        .await;
 
     let stopped = fire(&engine, S, "stop", json!({})).await;
     fire_and_settle(&engine, S, "a", json!({})).await;
@@ -99,13 +97,12 @@ async fn an_instance_is_abandoned_only_once_all_its_unless_triggers_fired(db: Te
 
 async fn an_and_every_task_abandons_every_later_instance_once_its_unless_fired(db: TestDb) {
     // Given an andEvery task with an unless trigger, that ran once.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": [], "andEvery": "page", "unless": ["closed"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": [], "andEvery": "page", "unless": ["closed"], "run": PASSTHRU}}),
+        )
+        .await;
     fire_and_settle(&engine, S, "page", json!({"n": 1})).await;
 
     // When the unless trigger fires, then more pages.
@@ -160,13 +157,12 @@ async fn an_unless_trigger_does_not_affect_an_instance_that_already_started(db: 
 
 async fn abandoning_wins_when_after_and_unless_complete_together(db: TestDb) {
     // Given a task whose last after trigger is also its unless trigger.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a", "done"], "unless": ["done"], "run": PASSTHRU}}),
-    )
-    .await;
+    let engine = db
+        .engine_configured(
+            S,
+            json!({"t": {"after": ["a", "done"], "unless": ["done"], "run": PASSTHRU}}),
+        )
+        .await;
     fire(&engine, S, "a", json!({})).await;
 
     // When that trigger fires.
