@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use triggers::domain::{SessionUid, TriggerName};
 use triggers::Engine;
 
 const CLAIM: &str = "mutation($w: String!, $m: Int) {
@@ -96,17 +97,16 @@ async fn measure(
     let engine = Engine::open(url).await?;
     let tasks =
         json!({"t_work": {"after": [], "andEvery": "tick", "run": "jobs.work", "using": "worker"}});
-    for s in 0..sessions {
-        engine.configure(&format!("load:{s}"), &tasks).await?;
+    let uids = (0..sessions)
+        .map(|s| SessionUid::parse(format!("load:{s}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for uid in &uids {
+        engine.configure(uid, &tasks).await?;
     }
+    let tick = TriggerName::parse("tick")?;
     for i in 0..instances {
         engine
-            .fire_json(
-                &format!("load:{}", i % sessions),
-                "tick",
-                Some(json!({"i": i})),
-                None,
-            )
+            .fire_json(&uids[i % sessions], &tick, Some(json!({"i": i})), None)
             .await?;
     }
     let listener = TcpListener::bind("127.0.0.1:0").await?;

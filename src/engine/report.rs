@@ -8,7 +8,7 @@ use super::lease::Lease;
 use super::{Engine, Outcome, Result};
 use crate::domain::config::json_type;
 use crate::domain::decide::Failure;
-use crate::domain::{DomainError, Instance, JsonObject};
+use crate::domain::{DomainError, Instance, JsonObject, SessionUid};
 
 /// An outcome as the engine records it.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ impl Engine {
     /// it was lost).
     pub(crate) async fn report(
         &self,
-        session: &str,
+        session: &SessionUid,
         instance: &str,
         report: Report,
         lease: &Lease,

@@ -6,6 +6,7 @@ use async_graphql::{Context, Object, Result};
 
 use super::error::bad_input;
 use super::error::{from_engine, GqlResult};
+use super::query::{parse_instance, parse_trigger, parse_uid};
 use super::scalars::{DateTime, Json};
 use super::types::{FireResultObject, InstanceStatus, Session, TaskClaimObject, TaskInstance};
 use super::{check_json_size, check_text, engine, warnings};
@@ -49,13 +50,14 @@ impl Mutation {
         strict: Option<bool>,
     ) -> Result<Session> {
         check_json_size(ctx, "tasks", Some(&tasks.0))?;
+        let uid = parse_uid(&session)?;
         let engine = engine(ctx);
         let configured = engine
-            .configure_checked(&session, &tasks.0, strict.unwrap_or(false))
+            .configure_checked(&uid, &tasks.0, strict.unwrap_or(false))
             .await
             .gql()?;
         warnings::warn(ctx, configured.warnings);
-        Ok(Session::new(engine.session(&session).await.gql()?))
+        Ok(Session::new(engine.session(&uid).await.gql()?))
     }
 
     /// Fires `trigger` with `kwargs` (a JSON object, default `{}`). A repeated
@@ -76,10 +78,12 @@ impl Mutation {
         idempotency_key: Option<String>,
     ) -> Result<FireResultObject> {
         check_json_size(ctx, "kwargs", json(&kwargs))?;
+        let uid = parse_uid(&session)?;
+        let trigger = parse_trigger(&trigger)?;
         let engine = engine(ctx);
         let result = engine
             .fire_json(
-                &session,
+                &uid,
                 &trigger,
                 kwargs.map(|j| j.0),
                 idempotency_key.as_deref(),
@@ -107,8 +111,10 @@ impl Mutation {
         replacement_kwargs: Option<Json>,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "replacementKwargs", json(&replacement_kwargs))?;
+        let uid = parse_uid(&session)?;
+        let instance = parse_instance(&uid, &instance)?;
         let clone = engine(ctx)
-            .replay_failed_instance(&session, &instance, replacement_kwargs.map(|j| j.0))
+            .replay_failed_instance(&uid, &instance, replacement_kwargs.map(|j| j.0))
             .await
             .gql()?;
         Ok(TaskInstance::owned(session, clone))
@@ -128,9 +134,11 @@ impl Mutation {
         result: Option<Json>,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "result", json(&result))?;
+        let uid = parse_uid(&session)?;
+        let instance = parse_instance(&uid, &instance)?;
         let skipped = engine(ctx)
             .skip_failed_instance(
-                &session,
+                &uid,
                 &instance,
                 cascade.unwrap_or(false),
                 result.map(|j| j.0),
@@ -158,9 +166,11 @@ impl Mutation {
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "metadata", json(&metadata))?;
         check_json_size(ctx, "cascadeKwargs", json(&cascade_kwargs))?;
+        let uid = parse_uid(&session)?;
+        let instance = parse_instance(&uid, &instance)?;
         let updated = engine(ctx)
             .update_instance_status(
-                &session,
+                &uid,
                 &instance,
                 status.into(),
                 metadata.map(|j| j.0),
@@ -182,8 +192,10 @@ impl Mutation {
         metadata: Json,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "metadata", Some(&metadata.0))?;
+        let uid = parse_uid(&session)?;
+        let instance = parse_instance(&uid, &instance)?;
         let updated = engine(ctx)
-            .update_instance_metadata(&session, &instance, metadata.0)
+            .update_instance_metadata(&uid, &instance, metadata.0)
             .await
             .gql()?;
         Ok(TaskInstance::owned(session, updated))
@@ -196,8 +208,10 @@ impl Mutation {
         #[graphql(desc = "The session UID.")] session: String,
         #[graphql(desc = "The instance name (`<task>#<n>`).")] instance: String,
     ) -> Result<TaskInstance> {
+        let uid = parse_uid(&session)?;
+        let instance = parse_instance(&uid, &instance)?;
         let updated = engine(ctx)
-            .mark_instance_logs_resolved(&session, &instance)
+            .mark_instance_logs_resolved(&uid, &instance)
             .await
             .gql()?;
         Ok(TaskInstance::owned(session, updated))

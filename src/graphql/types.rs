@@ -12,7 +12,7 @@ use async_graphql::{Context, Enum, Object, Result};
 use super::error::{bad_input, GqlResult};
 use super::scalars::{DateTime, Json, JsonRef};
 use super::{check_text, engine, page_size};
-use crate::domain::{self, Instance, SessionState};
+use crate::domain::{self, Instance, InstanceName, SessionState, SessionUid};
 use crate::store::{EventQuery, EventWindow};
 
 mod event;
@@ -258,7 +258,7 @@ impl Session {
             limit,
         };
         let events = engine(ctx)
-            .session_events(self.state.uid(), &query)
+            .session_events(&SessionUid::stored(self.state.uid()), &query)
             .await
             .gql()?;
         Ok(events.into_iter().map(Event::from).collect())
@@ -284,7 +284,7 @@ impl Session {
             return Ok(Session::new(self.state.clone()));
         }
         let state = engine(ctx)
-            .session_as_of(self.state.uid(), version)
+            .session_as_of(&SessionUid::stored(self.state.uid()), version)
             .await
             .gql()?;
         Ok(Session::new(Arc::new(state)))
@@ -366,7 +366,8 @@ impl TaskInstance {
         match &self.source {
             InstanceSource::State(state, _) => Ok(state.task(&inst.task).map(|t| answer(inst, t))),
             InstanceSource::Owned { session, .. } => {
-                let state = engine(ctx).session(session).await.gql()?;
+                let session = SessionUid::stored(session);
+                let state = engine(ctx).session(&session).await.gql()?;
                 Ok(state.task(&inst.task).map(|t| answer(inst, t)))
             }
         }
@@ -480,7 +481,10 @@ impl TaskInstance {
         let name = &self.inner().name;
         let state = match &self.source {
             InstanceSource::State(state, _) => state.clone(),
-            InstanceSource::Owned { session, .. } => engine(ctx).session(session).await.gql()?,
+            InstanceSource::Owned { session, .. } => engine(ctx)
+                .session(&SessionUid::stored(session))
+                .await
+                .gql()?,
         };
         Ok(state
             .instances()
@@ -499,7 +503,10 @@ impl TaskInstance {
     /// Every event about this instance, ascending.
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<Event>> {
         let events = engine(ctx)
-            .instance_history(self.session_uid(), &self.inner().name)
+            .instance_history(
+                &SessionUid::stored(self.session_uid()),
+                &InstanceName::stored(&self.inner().name),
+            )
             .await
             .gql()?;
         Ok(self.visible(events))
@@ -513,7 +520,7 @@ impl TaskInstance {
             return Ok(Vec::new());
         }
         let events = engine(ctx)
-            .events_by_seq(self.session_uid(), &seqs)
+            .events_by_seq(&SessionUid::stored(self.session_uid()), &seqs)
             .await
             .gql()?;
         Ok(self.visible(events))

@@ -112,8 +112,12 @@ async fn a_stale_guard_inside_a_group_fails_alone(store: Arc<dyn Store>, writer:
         (&taken, 1),
         (&lost, 1),
     ] {
-        assert_eq!(store.version(session).await.unwrap(), version, "{session}");
-        let events = store.events(session, 0, None).await.unwrap();
+        assert_eq!(
+            store.version(&uid(session)).await.unwrap(),
+            version,
+            "{session}"
+        );
+        let events = store.events(&uid(session), 0, None).await.unwrap();
         assert_eq!(events.len() as u64, version, "{session}");
         let grouped = events
             .iter()

@@ -13,7 +13,9 @@ use super::{
     open, Commit, InstanceRow, QueueEntry, QueueOp, Rebuilt, Store, StoreError, StoreResult,
     StoredSnapshot,
 };
-use crate::domain::{Event, EventPayload, InstanceStatus, JsonObject, TriggerRole};
+use crate::domain::{
+    Event, EventPayload, InstanceName, InstanceStatus, JsonObject, SessionUid, TriggerRole,
+};
 
 mod backends;
 mod browse;
@@ -131,6 +133,16 @@ async fn postgres_store(test: &str) -> Option<Arc<dyn Store>> {
 /// A name no other test (or earlier run on the same database) uses.
 fn unique(label: &str) -> String {
     format!("{}-{label}", uuid::Uuid::new_v4())
+}
+
+/// `name` as the store takes a session uid.
+fn uid(name: &str) -> SessionUid {
+    SessionUid::parse(name).expect("a session uid")
+}
+
+/// `name` as the store takes an instance name.
+fn instance(name: &str) -> InstanceName {
+    InstanceName::parse(name).expect("an instance name")
 }
 
 /// A fixed instant with microseconds, plus `micros`.

@@ -21,6 +21,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use sqlx::{Connection, Executor, PgConnection};
 
+pub(crate) mod names;
+
 /// Names the PostgreSQL server the postgres variants run on.
 pub(crate) const POSTGRES_ENV: &str = "TRIGGERS_TEST_POSTGRES_URL";
 

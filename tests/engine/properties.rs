@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 use triggers::domain::{InstanceStatus, SessionState};
 use triggers::Engine;
 
+use crate::common::names::{self, uid};
 use crate::support::*;
 
 const ALPHABET: [&str; 4] = ["a", "b", "c", "d"];
@@ -107,11 +108,19 @@ async fn play(engine: &Engine, tasks: &[TaskSpec], ops: &[Op]) {
                 let name = failed.name.clone();
                 if let Op::SkipFirstFailed { cascade } = op {
                     engine
-                        .skip_failed_instance(S, &name, *cascade, Some(json!({"skipped": name})))
+                        .skip_failed_instance(
+                            &uid(S),
+                            &names::instance(&name),
+                            *cascade,
+                            Some(json!({"skipped": name})),
+                        )
                         .await
                         .unwrap();
                 } else {
-                    engine.replay_failed_instance(S, &name, None).await.unwrap();
+                    engine
+                        .replay_failed_instance(&uid(S), &names::instance(&name), None)
+                        .await
+                        .unwrap();
                 }
             }
         }

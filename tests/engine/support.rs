@@ -11,6 +11,7 @@ use triggers::domain::{Event, Instance, InstanceStatus, JsonObject, SessionState
 use triggers::engine::{EngineBuilder, EngineOptions, FireResult};
 use triggers::Engine;
 
+use crate::common::names::{self, uid};
 pub(crate) use crate::common::{skipped, Backend, TestDb, POSTGRES_ENV};
 
 /// The session most tests use (each test has its own database, so one name is enough).
@@ -79,7 +80,10 @@ pub(crate) async fn wait_for_within(
 ) -> Arc<SessionState> {
     let deadline = Instant::now() + patience;
     loop {
-        let state = engine.session(session).await.expect("read the session");
+        let state = engine
+            .session(&uid(session))
+            .await
+            .expect("read the session");
         if ready(&state) {
             return state;
         }
@@ -104,7 +108,7 @@ pub(crate) fn obj(value: Value) -> JsonObject {
 /// Configures `tasks` on `session`, which must succeed.
 pub(crate) async fn configure(engine: &Engine, session: &str, tasks: Value) -> u64 {
     engine
-        .configure(session, &tasks)
+        .configure(&uid(session), &tasks)
         .await
         .unwrap_or_else(|e| panic!("configure {tasks}: {e}"))
 }
@@ -117,7 +121,7 @@ pub(crate) async fn fire(
     kwargs: Value,
 ) -> FireResult {
     engine
-        .fire(session, trigger, obj(kwargs), None)
+        .fire(&uid(session), &names::trigger(trigger), obj(kwargs), None)
         .await
         .unwrap_or_else(|e| panic!("fire {trigger}: {e}"))
 }
@@ -136,13 +140,16 @@ pub(crate) async fn fire_and_settle(
 
 /// The current state of `session`.
 pub(crate) async fn state(engine: &Engine, session: &str) -> Arc<SessionState> {
-    engine.session(session).await.expect("read the session")
+    engine
+        .session(&uid(session))
+        .await
+        .expect("read the session")
 }
 
 /// Every event of `session`.
 pub(crate) async fn events(engine: &Engine, session: &str) -> Vec<Event> {
     engine
-        .events(session, 0, None)
+        .events(&uid(session), 0, None)
         .await
         .expect("read the events")
 }

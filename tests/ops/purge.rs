@@ -6,6 +6,7 @@
 use serde_json::json;
 
 use crate::bin::{app_on, fails, ok};
+use crate::common::names::uid;
 use crate::common::{Backend, TestDb};
 use crate::support::{spawn_app, FAILING, PASSTHRU};
 
@@ -13,7 +14,7 @@ on_both_backends!(a_purge_removes_only_old_resolved_sessions_and_records_them);
 
 async fn version(url: &str, session: &str) -> u64 {
     let store = triggers::store::open(url).await.expect("open the store");
-    store.version(session).await.expect("a version")
+    store.version(&uid(session)).await.expect("a version")
 }
 
 async fn a_purge_removes_only_old_resolved_sessions_and_records_them(db: TestDb) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::bin::{another, app_on, everything, fails, ok, other_postgres, workload, SESSIONS};
+use crate::common::names::uid;
 use crate::common::TestDb;
 use crate::support::spawn_app;
 
@@ -48,7 +49,7 @@ async fn import(dir: &Path, url: &str, file: &Path) -> String {
 
 async fn version(url: &str, session: &str) -> u64 {
     let store = triggers::store::open(url).await.expect("open the store");
-    store.version(session).await.expect("a version")
+    store.version(&uid(session)).await.expect("a version")
 }
 
 async fn an_export_imported_elsewhere_and_rebuilt_reads_back_the_same_byte_for_byte(db: TestDb) {
@@ -304,16 +305,16 @@ async fn an_append_on_a_session_that_moved_conflicts_and_writes_nothing(db: Test
         events: events[from..].to_vec(),
     };
     admin.append(&[append(0, 0)]).await.unwrap();
-    assert_eq!(store.version("questionnaire:42").await.unwrap(), 3);
+    assert_eq!(store.version(&uid("questionnaire:42")).await.unwrap(), 3);
     // As if another writer had got there first, for a first and a later append.
     for stale in [append(0, 0), append(1, 1)] {
         let err = admin.append(&[stale]).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     }
-    assert_eq!(store.version("questionnaire:42").await.unwrap(), 3);
+    assert_eq!(store.version(&uid("questionnaire:42")).await.unwrap(), 3);
     assert_eq!(
         store
-            .events("questionnaire:42", 0, None)
+            .events(&uid("questionnaire:42"), 0, None)
             .await
             .unwrap()
             .len(),

@@ -1,5 +1,6 @@
 //! Firing: one-shot and `andEvery` tasks, and the kwargs their instances capture.
 
+use crate::common::names::{self, trigger, uid};
 use crate::support::*;
 use serde_json::{json, Value};
 use triggers::domain::InstanceStatus;
@@ -221,7 +222,7 @@ async fn a_task_configured_after_a_fire_inherits_it_when_another_trigger_creates
         passthru(json!({"a": {"v": 1}, "b": {"w": 2}}))
     );
     let causes: Vec<u64> = engine
-        .instance_causes(S, "t#0")
+        .instance_causes(&uid(S), &names::instance("t#0"))
         .await
         .unwrap()
         .iter()
@@ -324,9 +325,12 @@ async fn a_fire_no_task_listens_to_is_still_recorded(db: TestDb) {
 
     let result = fire_and_settle(&engine, S, "unheard", json!({"k": [1, 2]})).await;
     // Absent and null kwargs are an empty object.
-    engine.fire_json(S, "bare", None, None).await.unwrap();
     engine
-        .fire_json(S, "null", Some(Value::Null), None)
+        .fire_json(&uid(S), &trigger("bare"), None, None)
+        .await
+        .unwrap();
+    engine
+        .fire_json(&uid(S), &trigger("null"), Some(Value::Null), None)
         .await
         .unwrap();
 

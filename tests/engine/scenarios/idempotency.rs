@@ -1,5 +1,6 @@
 //! Idempotency keys, runners and handlers.
 
+use crate::common::names::{trigger, uid};
 use crate::support::*;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -16,7 +17,12 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
     )
     .await;
     let first = engine
-        .fire(S, "page", obj(json!({"n": 1})), Some("page-1"))
+        .fire(
+            &uid(S),
+            &trigger("page"),
+            obj(json!({"n": 1})),
+            Some("page-1"),
+        )
         .await
         .unwrap();
     settle(&engine).await;
@@ -24,7 +30,12 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
 
     // When the same key is used again (even with other kwargs).
     let again = engine
-        .fire(S, "page", obj(json!({"n": 2})), Some("page-1"))
+        .fire(
+            &uid(S),
+            &trigger("page"),
+            obj(json!({"n": 2})),
+            Some("page-1"),
+        )
         .await
         .unwrap();
     settle(&engine).await;
@@ -45,12 +56,22 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
 
     // And the key is per session; a new key fires again.
     let elsewhere = engine
-        .fire("other-session", "page", obj(json!({})), Some("page-1"))
+        .fire(
+            &uid("other-session"),
+            &trigger("page"),
+            obj(json!({})),
+            Some("page-1"),
+        )
         .await
         .unwrap();
     assert!(!elsewhere.duplicate);
     let fresh = engine
-        .fire(S, "page", obj(json!({"n": 2})), Some("page-2"))
+        .fire(
+            &uid(S),
+            &trigger("page"),
+            obj(json!({"n": 2})),
+            Some("page-2"),
+        )
         .await
         .unwrap();
     assert!(!fresh.duplicate);

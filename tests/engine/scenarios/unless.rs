@@ -1,5 +1,6 @@
 //! `unless`: which instances an abandoning trigger reaches, and which it leaves alone.
 
+use crate::common::names::{self, uid};
 use crate::support::*;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -52,7 +53,7 @@ async fn an_unless_trigger_fired_first_abandons_the_instance_it_creates(db: Test
         [("t#0".to_owned(), InstanceStatus::Abandoned)]
     );
     let kinds_about: Vec<&str> = engine
-        .instance_history(S, "t#0")
+        .instance_history(&uid(S), &names::instance("t#0"))
         .await
         .unwrap()
         .iter()
