@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use triggers::domain::{Event, InstanceName, InstanceStatus, SessionUid};
 use triggers::store::{
-    Commit, EventQuery, InstanceRow, LockedSession, QueueEntry, Rebuilt, RecentSessions,
-    SessionSummary, Store, StoreResult, StoredSnapshot,
+    Commit, EventQuery, InstanceQuery, InstanceRow, LockedSession, QueueEntry, Rebuilt,
+    RecentSessions, SessionSummary, Store, StoreResult, StoredSnapshot,
 };
 
 /// The calls counted, in the order printed.
@@ -173,15 +173,8 @@ impl Store for Counting {
             .await
     }
 
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>> {
-        self.timed("other", self.inner.instances(statuses, task, first, after))
-            .await
+    async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>> {
+        self.timed("other", self.inner.instances(query)).await
     }
 
     async fn claimable(

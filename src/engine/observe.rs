@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::{Event, InstanceName, InstanceStatus, SessionUid};
 use crate::metrics::Metrics;
 use crate::store::{
-    Admin, Commit, EventQuery, GroupObserver, InstanceRow, LockedSession, QueueEntry, Rebuilt,
-    RecentSessions, SessionSummary, Store, StoreResult, StoredSnapshot,
+    Admin, Commit, EventQuery, GroupObserver, InstanceQuery, InstanceRow, LockedSession,
+    QueueEntry, Rebuilt, RecentSessions, SessionSummary, Store, StoreResult, StoredSnapshot,
 };
 
 /// The engine's store, observed.
@@ -147,14 +147,8 @@ impl Store for Observed {
         self.seen(self.inner.session_events(session, query).await)
     }
 
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>> {
-        self.seen(self.inner.instances(statuses, task, first, after).await)
+    async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>> {
+        self.seen(self.inner.instances(query).await)
     }
 
     async fn claimable(

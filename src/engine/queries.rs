@@ -10,7 +10,8 @@ use super::cache::Slot;
 use super::{instance_row, Engine, Error, Result};
 use crate::domain::{DomainError, Event, InstanceName, InstanceStatus, SessionState, SessionUid};
 use crate::store::{
-    EventQuery, InstanceRow, QueueEntry, Rebuilt, RecentSessions, SessionSummary, StoredSnapshot,
+    EventQuery, InstanceQuery, InstanceRow, QueueEntry, Rebuilt, RecentSessions, SessionSummary,
+    StoredSnapshot,
 };
 
 /// What `rebuild` did.
@@ -118,18 +119,8 @@ impl Engine {
     }
 
     /// Instances across sessions, from the projection table.
-    pub async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> Result<Vec<InstanceRow>> {
-        Ok(self
-            .inner
-            .store
-            .instances(statuses, task, first, after)
-            .await?)
+    pub async fn instances(&self, query: InstanceQuery<'_>) -> Result<Vec<InstanceRow>> {
+        Ok(self.inner.store.instances(query).await?)
     }
 
     /// Recomputes every projection and snapshot from the event log alone.

@@ -6,9 +6,9 @@ use async_graphql::{Context, Object, Result};
 use super::error::{bad_input, from_engine, GqlResult};
 use super::types::{InstanceStatus, Session, SessionSummary, TaskInstance};
 use super::{check_text, engine, page_size};
-use crate::domain::{self, DomainError, Instance, InstanceName, SessionUid, TriggerName};
+use crate::domain::{DomainError, Instance, InstanceName, SessionUid, TriggerName};
 use crate::engine::Error;
-use crate::store::RecentSessions;
+use crate::store::{InstanceQuery, RecentSessions};
 
 /// Reads.
 pub struct Query;
@@ -104,20 +104,14 @@ impl Query {
         if first == 0 {
             return Ok(Vec::new());
         }
-        let statuses: Vec<domain::InstanceStatus> = status
-            .unwrap_or_default()
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        let rows = engine(ctx)
-            .instances(
-                &statuses,
-                task.as_deref(),
-                first,
-                cursor.as_ref().map(|(s, i)| (s.as_str(), i.as_str())),
-            )
-            .await
-            .gql()?;
+        let statuses = status.unwrap_or_default();
+        let query = InstanceQuery {
+            statuses: &statuses,
+            task: task.as_deref(),
+            first,
+            after: cursor.as_ref().map(|(s, i)| (s.as_str(), i.as_str())),
+        };
+        let rows = engine(ctx).instances(query).await.gql()?;
         rows.into_iter()
             .map(|row| {
                 let instance: Instance = serde_json::from_str(&row.body).map_err(|err| {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, Object, Result};
+use async_graphql::{Context, Object, Result};
 
 use super::error::{bad_input, GqlResult};
 use super::scalars::{DateTime, Json, JsonRef};
@@ -25,29 +25,8 @@ pub use listing::{SessionSummary, StatusCount};
 pub use outcomes::{FireResultObject, TaskClaimObject};
 pub use task::TaskConfigObject;
 
-// The domain's `InstanceStatus` as GraphQL shows it: `remote` derives the
-// conversions both ways (and checks that the variants match).
-/// Where an instance is in its life (docs/concepts.md, "Instances").
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
-#[graphql(name = "InstanceStatus", remote = "domain::InstanceStatus")]
-pub enum InstanceStatus {
-    /// Created by a trigger, waiting for the rest of its `after` set.
-    Unstarted,
-    /// Every `after` trigger fired; handed to its runner.
-    Scheduled,
-    /// A runner started it.
-    Running,
-    /// The job returned a result; its cascade has fired.
-    Finished,
-    /// The job failed (or retried itself).
-    Failed,
-    /// Skipped by the job itself or by an operator.
-    Skipped,
-    /// A failed instance that was replayed as a clone.
-    Replayed,
-    /// Its `unless` set fired before it started.
-    Abandoned,
-}
+/// The GraphQL `InstanceStatus` is the domain's (it derives the enum).
+pub use crate::domain::InstanceStatus;
 
 /// Parses a non-negative `Int` argument.
 pub(super) fn non_negative(value: i64, what: &str) -> Result<u64> {
@@ -156,11 +135,7 @@ impl Session {
             })?,
             None => 0,
         };
-        let statuses: Vec<domain::InstanceStatus> = status
-            .unwrap_or_default()
-            .into_iter()
-            .map(Into::into)
-            .collect();
+        let statuses = status.unwrap_or_default();
         Ok(self
             .state
             .instances()
@@ -407,7 +382,7 @@ impl TaskInstance {
 
     /// Where it is in its life.
     async fn status(&self) -> InstanceStatus {
-        self.inner().status.into()
+        self.inner().status
     }
 
     /// The kwargs of its `after` triggers, keyed by trigger name.

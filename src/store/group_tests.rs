@@ -126,7 +126,14 @@ async fn a_stale_guard_inside_a_group_fails_alone(store: Arc<dyn Store>, writer:
         let committed = session == &fresh || session == &good;
         assert_eq!(grouped, usize::from(committed), "{session}");
     }
-    let listed = store.instances(&[], Some("t"), 100, None).await.unwrap();
+    let listed = store
+        .instances(InstanceQuery {
+            task: Some("t"),
+            first: 100,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
     let mut listed: Vec<&str> = listed
         .iter()
         .filter(|row| [&fresh, &moved, &taken, &lost, &good].contains(&&row.session))

@@ -38,7 +38,7 @@ pub mod sqlite;
 mod tests;
 
 pub use admin::{Admin, Append, AppendedEvent, PurgeCandidate, PurgeRecord, QueueStat, RawEvent};
-pub use browse::{EventQuery, EventWindow, RecentSessions};
+pub use browse::{EventQuery, EventWindow, InstanceQuery, RecentSessions};
 pub use location::{redact, sqlite_file};
 pub use open::{open, open_with};
 pub use options::{PostgresOptions, SqliteOptions, StoreOptions, Synchronous, DEFAULT_MAX_GROUP};
@@ -387,13 +387,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Instances across sessions, ordered by (session, created_seq), filtered by
     /// status (any of, when non-empty) and task, after the `(session, name)` cursor.
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>>;
+    async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>>;
 
     /// Queue rows of `queue` claimable at `now` (available, and unleased or
     /// expired), oldest first, at most `limit`.

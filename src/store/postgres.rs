@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::browse::{self, EventQuery, RecentSessions};
+use super::browse::{self, EventQuery, InstanceQuery, RecentSessions};
 use super::codec::{decode_event, decode_instance, decode_queue_entry, to_i64, to_u64, Columns};
 use super::group::{GroupStore, Grouped, Writer};
 use super::options::PostgresOptions;

@@ -136,13 +136,8 @@ macro_rules! impl_store {
             Ok(events)
         }
 
-        async fn instances(
-            &self,
-            statuses: &[InstanceStatus],
-            task: Option<&str>,
-            first: u32,
-            after: Option<(&str, &str)>,
-        ) -> StoreResult<Vec<InstanceRow>> {
+        async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>> {
+            let InstanceQuery { statuses, task, first, after } = query;
             let mut select = QueryBuilder::<$db>::new(INSTANCES);
             if let Some((session, name)) = after {
                 select

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::browse::{self, EventQuery, RecentSessions};
+use super::browse::{self, EventQuery, InstanceQuery, RecentSessions};
 use super::codec::{
     decode_event, decode_instance, decode_queue_entry, encode_error, parse_timestamp, timestamp,
     to_i64, to_u64, Columns,

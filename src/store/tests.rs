@@ -10,8 +10,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use super::{
-    open, Commit, InstanceRow, QueueEntry, QueueOp, Rebuilt, Store, StoreError, StoreResult,
-    StoredSnapshot,
+    open, Commit, InstanceQuery, InstanceRow, QueueEntry, QueueOp, Rebuilt, Store, StoreError,
+    StoreResult, StoredSnapshot,
 };
 use crate::domain::{
     Event, EventPayload, InstanceName, InstanceStatus, JsonObject, SessionUid, TriggerRole,

@@ -23,6 +23,7 @@ use triggers::domain::event::PAYLOAD_FORMAT;
 use triggers::domain::state::timestamp;
 use triggers::domain::{Event, EventPayload, InstanceStatus, Runner, SessionState};
 use triggers::engine::{Claim, EngineOptions, WorkerFailure};
+use triggers::store::InstanceQuery;
 use triggers::Engine;
 
 use crate::common::names::{instance, trigger, uid};
@@ -348,7 +349,10 @@ async fn a_session_logged_in_format_1_loads_into_the_state_that_build_folded(db:
     );
     // The listings (the rebuilt projection rows) show the same instances.
     let listed: Vec<(String, &str)> = engine
-        .instances(&[], None, 100, None)
+        .instances(InstanceQuery {
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap()
         .iter()

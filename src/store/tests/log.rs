@@ -84,7 +84,11 @@ pub(super) async fn a_stale_first_append_conflicts_and_writes_nothing(store: Arc
     assert_eq!(store.events(&uid(&session), 0, None).await.unwrap(), winner);
     assert_eq!(store.version(&uid(&session)).await.unwrap(), 1);
     assert!(store
-        .instances(&[], Some(&task), 10, None)
+        .instances(InstanceQuery {
+            task: Some(&task),
+            first: 10,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap()
         .is_empty());
@@ -145,7 +149,11 @@ pub(super) async fn a_stale_later_append_conflicts_and_writes_nothing(store: Arc
     assert_eq!(store.version(&uid(&session)).await.unwrap(), 3);
     assert_eq!(store.events(&uid(&session), 2, None).await.unwrap(), winner);
     assert!(store
-        .instances(&[], Some(&queue), 10, None)
+        .instances(InstanceQuery {
+            task: Some(&queue),
+            first: 10,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap()
         .is_empty());
@@ -398,7 +406,14 @@ pub(super) async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store.instances(&[], Some(&task), 10, None).await.unwrap(),
+        store
+            .instances(InstanceQuery {
+                task: Some(&task),
+                first: 10,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap(),
         [row.clone()]
     );
 
@@ -417,7 +432,14 @@ pub(super) async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let listed = store.instances(&[], Some(&task), 10, None).await.unwrap();
+    let listed = store
+        .instances(InstanceQuery {
+            task: Some(&task),
+            first: 10,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(listed, [row]);
     assert_eq!(listed[0].body, r#"{"second":true,"first":false}"#);
 }
@@ -461,7 +483,14 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
     ];
 
     assert_eq!(
-        store.instances(&[], Some(&task), 100, None).await.unwrap(),
+        store
+            .instances(InstanceQuery {
+                task: Some(&task),
+                first: 100,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap(),
         in_order
     );
 
@@ -470,7 +499,15 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
     let mut after: Option<(String, String)> = None;
     loop {
         let cursor = after.as_ref().map(|(s, n)| (s.as_str(), n.as_str()));
-        let page = store.instances(&[], Some(&task), 2, cursor).await.unwrap();
+        let page = store
+            .instances(InstanceQuery {
+                task: Some(&task),
+                first: 2,
+                after: cursor,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -483,23 +520,43 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
 
     // Filtered by status (any of).
     let failed = store
-        .instances(&[Failed], Some(&task), 100, None)
+        .instances(InstanceQuery {
+            statuses: &[Failed],
+            task: Some(&task),
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(failed, [rows1[1].clone(), rows2[0].clone()]);
     let active = store
-        .instances(&[Scheduled, Running], Some(&task), 100, None)
+        .instances(InstanceQuery {
+            statuses: &[Scheduled, Running],
+            task: Some(&task),
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(active, [rows1[0].clone(), rows1[2].clone()]);
     let failed_after = store
-        .instances(&[Failed], Some(&task), 100, Some((&s1, &rows1[1].name)))
+        .instances(InstanceQuery {
+            statuses: &[Failed],
+            task: Some(&task),
+            first: 100,
+            after: Some((&s1, &rows1[1].name)),
+        })
         .await
         .unwrap();
     assert_eq!(failed_after, [rows2[0].clone()]);
     assert_eq!(
         store
-            .instances(&[Skipped], Some(&task), 100, None)
+            .instances(InstanceQuery {
+                statuses: &[Skipped],
+                task: Some(&task),
+                first: 100,
+                ..InstanceQuery::default()
+            })
             .await
             .unwrap(),
         []
@@ -507,7 +564,11 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
 
     // Without a task filter, our rows still come in order among everyone's.
     let everything = store
-        .instances(&[], None, 100, Some((&s1, &rows1[0].name)))
+        .instances(InstanceQuery {
+            first: 100,
+            after: Some((&s1, &rows1[0].name)),
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     let ours: Vec<_> = everything
@@ -517,7 +578,12 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
     assert_eq!(ours[..2], [rows1[1].clone(), rows1[2].clone()]);
     assert_eq!(
         store
-            .instances(&[Failed], Some(&other_task), 100, None)
+            .instances(InstanceQuery {
+                statuses: &[Failed],
+                task: Some(&other_task),
+                first: 100,
+                ..InstanceQuery::default()
+            })
             .await
             .unwrap(),
         [rows2[2].clone()]

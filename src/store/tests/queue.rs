@@ -138,7 +138,14 @@ pub(super) async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Stor
         })
         .await
         .unwrap();
-    let before = store.instances(&[], Some(&queue), 10, None).await.unwrap();
+    let before = store
+        .instances(InstanceQuery {
+            task: Some(&queue),
+            first: 10,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
 
     let mut running = instance_row(&session, "t#0", &queue, InstanceStatus::Running, 2);
     running.body = json!({"changed": true}).to_string();
@@ -159,7 +166,14 @@ pub(super) async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Stor
     assert_eq!(store.version(&uid(&session)).await.unwrap(), 2);
     assert_eq!(store.events(&uid(&session), 2, None).await.unwrap(), []);
     assert_eq!(
-        store.instances(&[], Some(&queue), 10, None).await.unwrap(),
+        store
+            .instances(InstanceQuery {
+                task: Some(&queue),
+                first: 10,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap(),
         before
     );
     assert!(store.lease(&rival).await.unwrap().is_none());
@@ -223,7 +237,13 @@ pub(super) async fn concurrent_commits_to_many_sessions_each_get_their_own_answe
     });
     for (i, session, result) in futures::future::join_all(commits).await {
         let version = store.version(&uid(&session)).await.unwrap();
-        let rows = store.instances(&[], None, 1000, None).await.unwrap();
+        let rows = store
+            .instances(InstanceQuery {
+                first: 1000,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap();
         let has_row = rows.iter().any(|row| row.session == session);
         match i % 3 {
             0 => {

@@ -121,7 +121,14 @@ pub(super) async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn
         .unwrap();
 
     assert_eq!(
-        store.instances(&[], Some(&queue), 10, None).await.unwrap(),
+        store
+            .instances(InstanceQuery {
+                task: Some(&queue),
+                first: 10,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap(),
         rows
     );
     let held = store

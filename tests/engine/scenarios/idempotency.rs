@@ -6,6 +6,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, Runner};
 use triggers::engine::{Job, Outcome};
+use triggers::store::InstanceQuery;
 
 async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothing(db: TestDb) {
     // Given a fire made with a key.
@@ -113,7 +114,11 @@ async fn a_task_whose_handler_is_not_registered_waits_in_the_worker_queue(db: Te
     assert_eq!(status(&st, "t_worker#0"), InstanceStatus::Scheduled);
     assert_eq!(status(&st, "t_inline#0"), InstanceStatus::Finished);
     let queued = engine
-        .instances(&[InstanceStatus::Scheduled], None, 100, None)
+        .instances(InstanceQuery {
+            statuses: &[InstanceStatus::Scheduled],
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     let names: BTreeSet<&str> = queued.iter().map(|r| r.name.as_str()).collect();

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, SessionState};
+use triggers::store::InstanceQuery;
 use triggers::Engine;
 
 async fn causes_include_inherited_kwargs_pointing_at_the_original_fires(db: TestDb) {
@@ -393,12 +394,28 @@ async fn sessions_and_instances_are_listed_across_sessions(db: TestDb) {
     let first_two = engine.sessions(2, None).await.unwrap();
     let rest = engine.sessions(2, Some("s:2")).await.unwrap();
     let failed = engine
-        .instances(&[InstanceStatus::Failed], None, 100, None)
+        .instances(InstanceQuery {
+            statuses: &[InstanceStatus::Failed],
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
-    let ok_page = engine.instances(&[], Some("t_ok"), 2, None).await.unwrap();
+    let ok_page = engine
+        .instances(InstanceQuery {
+            task: Some("t_ok"),
+            first: 2,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
     let ok_rest = engine
-        .instances(&[], Some("t_ok"), 2, Some(("s:2", "t_ok#0")))
+        .instances(InstanceQuery {
+            task: Some("t_ok"),
+            first: 2,
+            after: Some(("s:2", "t_ok#0")),
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
 
@@ -457,7 +474,13 @@ async fn rebuild_recomputes_the_same_state_from_the_log(db: TestDb) {
     .await;
     fire_and_settle(&engine, "other", "x", json!({})).await;
     let before = state(&engine, S).await;
-    let listed_before = engine.instances(&[], None, 100, None).await.unwrap();
+    let listed_before = engine
+        .instances(InstanceQuery {
+            first: 100,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
 
     let report = engine.rebuild().await.unwrap();
 
@@ -471,7 +494,13 @@ async fn rebuild_recomputes_the_same_state_from_the_log(db: TestDb) {
     engine.clear_cache();
     let after = state(&engine, S).await;
     assert!(*after == *before, "rebuild changed the state");
-    let listed_after = engine.instances(&[], None, 100, None).await.unwrap();
+    let listed_after = engine
+        .instances(InstanceQuery {
+            first: 100,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
     let key = |rows: &[triggers::store::InstanceRow]| -> Vec<(String, String, InstanceStatus)> {
         rows.iter()
             .map(|r| (r.session.clone(), r.name.clone(), r.status))
