@@ -135,6 +135,15 @@ fn unique(label: &str) -> String {
     format!("{}-{label}", uuid::Uuid::new_v4())
 }
 
+/// The instances listing of one task, at most `first`.
+fn of_task(task: &str, first: u32) -> InstanceQuery<'_> {
+    InstanceQuery {
+        task: Some(task),
+        first,
+        ..InstanceQuery::default()
+    }
+}
+
 /// `name` as the store takes a session uid.
 fn uid(name: &str) -> SessionUid {
     SessionUid::parse(name).expect("a session uid")

@@ -84,11 +84,7 @@ pub(super) async fn a_stale_first_append_conflicts_and_writes_nothing(store: Arc
     assert_eq!(store.events(&uid(&session), 0, None).await.unwrap(), winner);
     assert_eq!(store.version(&uid(&session)).await.unwrap(), 1);
     assert!(store
-        .instances(InstanceQuery {
-            task: Some(&task),
-            first: 10,
-            ..InstanceQuery::default()
-        })
+        .instances(of_task(&task, 10))
         .await
         .unwrap()
         .is_empty());
@@ -149,11 +145,7 @@ pub(super) async fn a_stale_later_append_conflicts_and_writes_nothing(store: Arc
     assert_eq!(store.version(&uid(&session)).await.unwrap(), 3);
     assert_eq!(store.events(&uid(&session), 2, None).await.unwrap(), winner);
     assert!(store
-        .instances(InstanceQuery {
-            task: Some(&queue),
-            first: 10,
-            ..InstanceQuery::default()
-        })
+        .instances(of_task(&queue, 10))
         .await
         .unwrap()
         .is_empty());
@@ -406,14 +398,7 @@ pub(super) async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .instances(InstanceQuery {
-                task: Some(&task),
-                first: 10,
-                ..InstanceQuery::default()
-            })
-            .await
-            .unwrap(),
+        store.instances(of_task(&task, 10)).await.unwrap(),
         [row.clone()]
     );
 
@@ -432,14 +417,7 @@ pub(super) async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let listed = store
-        .instances(InstanceQuery {
-            task: Some(&task),
-            first: 10,
-            ..InstanceQuery::default()
-        })
-        .await
-        .unwrap();
+    let listed = store.instances(of_task(&task, 10)).await.unwrap();
     assert_eq!(listed, [row]);
     assert_eq!(listed[0].body, r#"{"second":true,"first":false}"#);
 }
@@ -483,14 +461,7 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
     ];
 
     assert_eq!(
-        store
-            .instances(InstanceQuery {
-                task: Some(&task),
-                first: 100,
-                ..InstanceQuery::default()
-            })
-            .await
-            .unwrap(),
+        store.instances(of_task(&task, 100)).await.unwrap(),
         in_order
     );
 

@@ -138,14 +138,7 @@ pub(super) async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Stor
         })
         .await
         .unwrap();
-    let before = store
-        .instances(InstanceQuery {
-            task: Some(&queue),
-            first: 10,
-            ..InstanceQuery::default()
-        })
-        .await
-        .unwrap();
+    let before = store.instances(of_task(&queue, 10)).await.unwrap();
 
     let mut running = instance_row(&session, "t#0", &queue, InstanceStatus::Running, 2);
     running.body = json!({"changed": true}).to_string();
@@ -165,17 +158,7 @@ pub(super) async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Stor
 
     assert_eq!(store.version(&uid(&session)).await.unwrap(), 2);
     assert_eq!(store.events(&uid(&session), 2, None).await.unwrap(), []);
-    assert_eq!(
-        store
-            .instances(InstanceQuery {
-                task: Some(&queue),
-                first: 10,
-                ..InstanceQuery::default()
-            })
-            .await
-            .unwrap(),
-        before
-    );
+    assert_eq!(store.instances(of_task(&queue, 10)).await.unwrap(), before);
     assert!(store.lease(&rival).await.unwrap().is_none());
     assert_eq!(store.lease(&token).await.unwrap().unwrap().instance, "t#0");
     assert!(store

@@ -120,17 +120,7 @@ pub(super) async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn
         .await
         .unwrap();
 
-    assert_eq!(
-        store
-            .instances(InstanceQuery {
-                task: Some(&queue),
-                first: 10,
-                ..InstanceQuery::default()
-            })
-            .await
-            .unwrap(),
-        rows
-    );
+    assert_eq!(store.instances(of_task(&queue, 10)).await.unwrap(), rows);
     let held = store
         .lease(&token)
         .await
