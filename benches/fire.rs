@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::Database;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::runtime::Runtime;
+use triggers::domain::{SessionUid, TriggerName};
 use triggers::store::postgres::PostgresStore;
 use triggers::store::sqlite::SqliteStore;
 use triggers::Engine;
@@ -144,7 +145,7 @@ fn fire_one_session(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
     group.throughput(Throughput::Elements(1));
     for db in dbs {
         let engine = rt.block_on(db.engine());
-        let session = "one";
+        let session = &common::uid("one");
         rt.block_on(async {
             engine
                 .configure(session, &common::three_tasks())
@@ -210,8 +211,12 @@ fn fire_many_sessions(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
 /// before the clock starts); the time until every fire and inline run committed.
 async fn respondents(engine: &Engine, next: &AtomicU64, tasks: usize) -> Duration {
     let first = next.fetch_add(tasks as u64, Ordering::Relaxed);
-    let sessions: Vec<String> = (first..first + tasks as u64)
-        .map(|i| format!("respondent:{i}"))
+    let sessions: Vec<SessionUid> = (first..first + tasks as u64)
+        .map(|i| common::uid(&format!("respondent:{i}")))
+        .collect();
+    let journey: Vec<TriggerName> = triggers::workload::JOURNEY
+        .iter()
+        .map(|t| common::trigger(t))
         .collect();
     let configured = sessions.iter().map(|s| {
         let engine = engine.clone();
@@ -231,8 +236,9 @@ async fn respondents(engine: &Engine, next: &AtomicU64, tasks: usize) -> Duratio
         .into_iter()
         .map(|session| {
             let engine = engine.clone();
+            let journey = journey.clone();
             tokio::spawn(async move {
-                for (i, trigger) in triggers::workload::JOURNEY.iter().enumerate() {
+                for (i, trigger) in journey.iter().enumerate() {
                     engine
                         .fire(&session, trigger, common::kwargs(i as u64), None)
                         .await
@@ -264,7 +270,7 @@ async fn profile_fires(db: &Database) {
         common::options(),
     )
     .await;
-    let session = "profile";
+    let session = &common::uid("profile");
     engine
         .configure(session, &common::three_tasks())
         .await

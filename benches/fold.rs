@@ -37,7 +37,7 @@ async fn event_stream(ticks: u64) -> Vec<Event> {
         .open()
         .await
         .expect("in-memory engine");
-    let session = "fold";
+    let session = &common::uid("fold");
     engine
         .configure(session, &common::three_tasks())
         .await
@@ -87,14 +87,14 @@ async fn rebuild_data(db: &Database, sessions: u64, ticks: u64) -> u64 {
         handles.push(tokio::spawn(async move {
             let mut events = 0;
             for s in (lane..sessions).step_by(2) {
-                let session = format!("rebuild:{s}");
+                let session = common::uid(&format!("rebuild:{s}"));
                 engine
                     .configure(&session, &common::three_tasks())
                     .await
                     .expect("configure");
                 for n in 0..ticks {
                     engine
-                        .fire(&session, common::TICK, common::kwargs(n), None)
+                        .fire(&session, common::tick_trigger(), common::kwargs(n), None)
                         .await
                         .expect("fire");
                 }

@@ -63,17 +63,18 @@ fn graphql_session(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
     let mut group = c.benchmark_group("graphql_session");
     for db in dbs {
         rt.block_on(async {
+            let session = &common::uid(SESSION);
             let builder = db.fast_engine().await;
             builder
-                .configure(SESSION, &common::three_tasks())
+                .configure(session, &common::three_tasks())
                 .await
                 .expect("configure");
             let started = Instant::now();
             // Each tick adds one t_every instance; the two one-shot tasks add one each.
             for n in 0..instances.saturating_sub(2) {
-                common::tick(&builder, SESSION, n).await;
+                common::tick(&builder, session, n).await;
             }
-            let state = builder.session(SESSION).await.expect("state");
+            let state = builder.session(session).await.expect("state");
             eprintln!(
                 "graphql_session/{}: {} instances, version {}, built in {:.1?}",
                 db.label,

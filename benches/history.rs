@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use common::Database;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::runtime::Runtime;
+use triggers::domain::SessionUid;
 use triggers::Engine;
 
 /// Versions below this get a fresh session per measured fire.
@@ -34,7 +35,8 @@ fn fire_history(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
         rt.block_on(async {
             let builder = db.fast_engine().await;
             for &size in sizes.iter().filter(|&&s| s >= FRESH_BELOW) {
-                common::build_history(&builder, &format!("history:{size}"), size).await;
+                common::build_history(&builder, &common::uid(&format!("history:{size}")), size)
+                    .await;
             }
         });
         let engine = rt.block_on(db.engine());
@@ -50,7 +52,7 @@ fn fire_history(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
                         async move {
                             let mut total = Duration::ZERO;
                             for i in first..first + iters {
-                                let session = format!("fresh:{size}:{i}");
+                                let session = common::uid(&format!("fresh:{size}:{i}"));
                                 quiet_build(&engine, &session, size).await;
                                 let started = Instant::now();
                                 common::tick(&engine, &session, i).await;
@@ -66,7 +68,7 @@ fn fire_history(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
                     fresh.load(Ordering::Relaxed)
                 );
             } else {
-                let session = format!("history:{size}");
+                let session = common::uid(&format!("history:{size}"));
                 // Load the snapshot and tail into the cache outside the measurement.
                 rt.block_on(common::tick(&engine, &session, 0));
                 let before = rt.block_on(engine.session(&session)).expect("state");
@@ -89,7 +91,7 @@ fn fire_history(c: &mut Criterion, rt: &Runtime, dbs: &[Database]) {
 }
 
 /// A session at (at least) `version`, built with the engine's durable settings.
-async fn quiet_build(engine: &Engine, session: &str, version: u64) {
+async fn quiet_build(engine: &Engine, session: &SessionUid, version: u64) {
     engine
         .configure(session, &common::three_tasks())
         .await

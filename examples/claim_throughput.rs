@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use triggers::domain::{SessionUid, TriggerName};
 use triggers::testkit::db::{create_schema, drop_schema, postgres_server};
 use triggers::testkit::{TestApp, TestDb};
 use triggers::Engine;
@@ -85,17 +86,16 @@ async fn measure(
     let engine = Engine::open(url).await?;
     let tasks =
         json!({"t_work": {"after": [], "andEvery": "tick", "run": "jobs.work", "using": "worker"}});
-    for s in 0..sessions {
-        engine.configure(&format!("load:{s}"), &tasks).await?;
+    let uids = (0..sessions)
+        .map(|s| SessionUid::parse(format!("load:{s}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for uid in &uids {
+        engine.configure(uid, &tasks).await?;
     }
+    let tick = TriggerName::parse("tick")?;
     for i in 0..instances {
         engine
-            .fire_json(
-                &format!("load:{}", i % sessions),
-                "tick",
-                Some(json!({"i": i})),
-                None,
-            )
+            .fire_json(&uids[i % sessions], &tick, Some(json!({"i": i})), None)
             .await?;
     }
     let app = TestApp::serve(engine, Default::default()).await;

@@ -32,10 +32,11 @@
 //!   test databases, servers and processes the suites share.
 //!
 //! # Where a fire goes
-//! 1. `graphql/mutation.rs`, `fire`: sizes checked, one engine call (from Rust,
-//!    call [`Engine::fire`] directly).
-//! 2. `engine/commands.rs`, `Engine::fire`: the session UID and trigger name
-//!    parsed, then one decision through `Engine::execute`.
+//! 1. `graphql/mutation.rs`, `fire`: sizes checked, the session UID and
+//!    trigger name parsed (`domain/names.rs`), one engine call (from Rust,
+//!    parse them and call [`Engine::fire`] directly).
+//! 2. `engine/commands.rs`, `Engine::fire`: one decision through
+//!    `Engine::execute`.
 //! 3. `engine/execute.rs`: **load** the session's state (cache, else latest
 //!    snapshot + later events) under its in-process lock, then **decide**:
 //! 4. `domain/decide.rs`, `Decider::fire`: `TriggerFired`, then for each task
@@ -57,11 +58,14 @@
 //! ```no_run
 //! # async fn demo() -> triggers::engine::Result<()> {
 //! use serde_json::json;
+//! use triggers::domain::{SessionUid, TriggerName};
 //! let engine = triggers::Engine::open("sqlite::memory:").await?;
-//! engine.configure("questionnaire:1", &json!({
+//! let session = SessionUid::parse("questionnaire:1")?;
+//! engine.configure(&session, &json!({
 //!     "t_importSubject": {"after": ["firstPageReceived"], "run": "triggers.testing.PassThru"}
 //! })).await?;
-//! engine.fire("questionnaire:1", "firstPageReceived", Default::default(), None).await?;
+//! let trigger = TriggerName::parse("firstPageReceived")?;
+//! engine.fire(&session, &trigger, Default::default(), None).await?;
 //! engine.wait_idle().await;
 //! # Ok(()) }
 //! ```

@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use triggers::domain::JsonObject;
+use triggers::domain::{JsonObject, SessionUid, TriggerName};
 use triggers::engine::EngineOptions;
 use triggers::store::{StoreOptions, Synchronous};
 use triggers::testkit::db::{create_schema, execute_sql, postgres_server};
@@ -156,10 +156,26 @@ pub(crate) fn kwargs(n: u64) -> JsonObject {
     kwargs
 }
 
+/// `name` as the engine takes a session uid.
+pub(crate) fn uid(name: &str) -> SessionUid {
+    SessionUid::parse(name).expect("a session uid")
+}
+
+/// `name` as the engine takes a trigger name.
+pub(crate) fn trigger(name: &str) -> TriggerName {
+    TriggerName::parse(name).expect("a trigger name")
+}
+
+/// [`TICK`] as the engine takes it, parsed once.
+pub(crate) fn tick_trigger() -> &'static TriggerName {
+    static PARSED: std::sync::OnceLock<TriggerName> = std::sync::OnceLock::new();
+    PARSED.get_or_init(|| trigger(TICK))
+}
+
 /// Fires `tick` and waits for the inline run and its cascade to commit.
-pub(crate) async fn tick(engine: &Engine, session: &str, n: u64) {
+pub(crate) async fn tick(engine: &Engine, session: &SessionUid, n: u64) {
     engine
-        .fire(session, TICK, kwargs(n), None)
+        .fire(session, tick_trigger(), kwargs(n), None)
         .await
         .expect("tick fires");
     engine.wait_idle().await;
@@ -167,7 +183,7 @@ pub(crate) async fn tick(engine: &Engine, session: &str, n: u64) {
 
 /// A session configured with [`three_tasks`] and ticked until its version is at
 /// least `version`; prints how long that took.
-pub(crate) async fn build_history(engine: &Engine, session: &str, version: u64) -> u64 {
+pub(crate) async fn build_history(engine: &Engine, session: &SessionUid, version: u64) -> u64 {
     let started = Instant::now();
     engine
         .configure(session, &three_tasks())

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use triggers::domain::{Event, InstanceStatus};
+use triggers::domain::{Event, InstanceName, InstanceStatus, SessionUid};
 use triggers::store::{
-    Commit, EventQuery, InstanceRow, LockedSession, QueueEntry, Rebuilt, RecentSessions,
-    SessionSummary, Store, StoreResult, StoredSnapshot,
+    Commit, EventQuery, InstanceQuery, InstanceRow, LockedSession, QueueEntry, Rebuilt,
+    RecentSessions, SessionSummary, Store, StoreResult, StoredSnapshot,
 };
 
 /// The calls counted, in the order printed.
@@ -107,13 +107,13 @@ impl Store for Counting {
         self.timed("commit", self.inner.commit(commit)).await
     }
 
-    async fn version(&self, session: &str) -> StoreResult<u64> {
+    async fn version(&self, session: &SessionUid) -> StoreResult<u64> {
         self.timed("version", self.inner.version(session)).await
     }
 
     async fn events(
         &self,
-        session: &str,
+        session: &SessionUid,
         after: u64,
         limit: Option<u64>,
     ) -> StoreResult<Vec<Event>> {
@@ -121,21 +121,29 @@ impl Store for Counting {
             .await
     }
 
-    async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>> {
+    async fn events_by_seq(&self, session: &SessionUid, seqs: &[u64]) -> StoreResult<Vec<Event>> {
         self.timed("events_by_seq", self.inner.events_by_seq(session, seqs))
             .await
     }
 
-    async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>> {
+    async fn instance_events(
+        &self,
+        session: &SessionUid,
+        instance: &InstanceName,
+    ) -> StoreResult<Vec<Event>> {
         self.timed("other", self.inner.instance_events(session, instance))
             .await
     }
 
-    async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>> {
+    async fn snapshot(&self, session: &SessionUid) -> StoreResult<Option<StoredSnapshot>> {
         self.timed("snapshot", self.inner.snapshot(session)).await
     }
 
-    async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
+    async fn save_snapshot(
+        &self,
+        session: &SessionUid,
+        snapshot: &StoredSnapshot,
+    ) -> StoreResult<()> {
         self.timed("save_snapshot", self.inner.save_snapshot(session, snapshot))
             .await
     }
@@ -158,22 +166,15 @@ impl Store for Counting {
 
     async fn session_events(
         &self,
-        session: &str,
+        session: &SessionUid,
         query: &EventQuery<'_>,
     ) -> StoreResult<Vec<Event>> {
         self.timed("events", self.inner.session_events(session, query))
             .await
     }
 
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>> {
-        self.timed("other", self.inner.instances(statuses, task, first, after))
-            .await
+    async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>> {
+        self.timed("other", self.inner.instances(query)).await
     }
 
     async fn claimable(
@@ -208,7 +209,7 @@ impl Store for Counting {
             .await
     }
 
-    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
+    async fn lock_session(&self, session: &SessionUid) -> StoreResult<Box<dyn LockedSession + '_>> {
         self.timed("lock_session", self.inner.lock_session(session))
             .await
     }

@@ -178,6 +178,24 @@ fn render_session(session: &Value) -> String {
     let empty = Vec::new();
     let tasks = session["tasks"].as_array().unwrap_or(&empty);
     let instances = session["instances"].as_array().unwrap_or(&empty);
+    let mut out = session_header(session, tasks, instances);
+    if tasks.is_empty() {
+        out.push_str("\nno tasks configured\n");
+        return out;
+    }
+    out.push('\n');
+    out.push_str(&tasks_table(tasks, instances));
+    if instances.is_empty() {
+        out.push_str("\nno instances yet\n");
+        return out;
+    }
+    out.push('\n');
+    out.push_str(&instances_table(instances));
+    out
+}
+
+/// `session <uid>: version <v>, <n> tasks, <m> instances (<k> unresolved)`.
+fn session_header(session: &Value, tasks: &[Value], instances: &[Value]) -> String {
     let unresolved = instances
         .iter()
         .filter(|i| {
@@ -187,18 +205,41 @@ fn render_session(session: &Value) -> String {
             )
         })
         .count();
-    let mut out = format!(
+    format!(
         "session {}: version {}, {}, {} ({} unresolved)\n",
         text_of(&session["uid"]),
         session["version"],
         count(tasks.len(), "task"),
         count(instances.len(), "instance"),
         unresolved
-    );
-    if tasks.is_empty() {
-        out.push_str("\nno tasks configured\n");
-        return out;
-    }
+    )
+}
+
+/// One row per task: its name, runner, `after` (the `andEvery` trigger
+/// marked), `unless`, and its instances counted by status.
+fn tasks_table(tasks: &[Value], instances: &[Value]) -> String {
+    let by_task = statuses_by_task(instances);
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|task| {
+            let name = text_of(&task["name"]);
+            let counts = by_task
+                .get(&name)
+                .map_or_else(|| "none yet".to_owned(), status_counts);
+            vec![
+                name,
+                run_of(task),
+                dash_if_empty(after_of(task).join(", ")),
+                dash_if_empty(strings(&task["unless"]).join(", ")),
+                counts,
+            ]
+        })
+        .collect();
+    table(&["TASK", "RUN", "AFTER", "UNLESS", "INSTANCES"], &rows)
+}
+
+/// Each task's instances counted by status.
+fn statuses_by_task(instances: &[Value]) -> BTreeMap<String, BTreeMap<String, usize>> {
     let mut by_task: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for instance in instances {
         *by_task
@@ -207,56 +248,45 @@ fn render_session(session: &Value) -> String {
             .entry(status_of(instance))
             .or_default() += 1;
     }
-    let task_rows: Vec<Vec<String>> = tasks
+    by_task
+}
+
+/// `2 finished, 1 failed`.
+fn status_counts(counts: &BTreeMap<String, usize>) -> String {
+    counts
         .iter()
-        .map(|task| {
-            let name = text_of(&task["name"]);
-            let counts = by_task.get(&name).map_or_else(
-                || "none yet".to_owned(),
-                |counts| {
-                    counts
-                        .iter()
-                        .map(|(status, n)| format!("{n} {status}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-            );
-            let mut run = text_of(&task["run"]);
-            if let Some(runner) = task["runner"].as_str().filter(|r| *r != "inline") {
-                run.push_str(&format!(" ({runner})"));
-            }
-            let mut after = strings(&task["after"]);
-            if let Some(every) = task["andEvery"].as_str() {
-                after = after
-                    .into_iter()
-                    .map(|t| {
-                        if t == every {
-                            format!("{t} (every)")
-                        } else {
-                            t
-                        }
-                    })
-                    .collect();
-            }
-            vec![
-                name,
-                run,
-                dash_if_empty(after.join(", ")),
-                dash_if_empty(strings(&task["unless"]).join(", ")),
-                counts,
-            ]
-        })
-        .collect();
-    out.push('\n');
-    out.push_str(&table(
-        &["TASK", "RUN", "AFTER", "UNLESS", "INSTANCES"],
-        &task_rows,
-    ));
-    if instances.is_empty() {
-        out.push_str("\nno instances yet\n");
-        return out;
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The job name, with its runner when that is not `inline`.
+fn run_of(task: &Value) -> String {
+    let mut run = text_of(&task["run"]);
+    if let Some(runner) = task["runner"].as_str().filter(|r| *r != "inline") {
+        run.push_str(&format!(" ({runner})"));
     }
-    let instance_rows: Vec<Vec<String>> = instances
+    run
+}
+
+/// The `after` triggers, the `andEvery` one marked `(every)`.
+fn after_of(task: &Value) -> Vec<String> {
+    let every = task["andEvery"].as_str();
+    strings(&task["after"])
+        .into_iter()
+        .map(|t| {
+            if Some(t.as_str()) == every {
+                format!("{t} (every)")
+            } else {
+                t
+            }
+        })
+        .collect()
+}
+
+/// One row per instance: name, status, depth, parent, last change, outcome.
+fn instances_table(instances: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|i| {
             vec![
@@ -272,8 +302,7 @@ fn render_session(session: &Value) -> String {
             ]
         })
         .collect();
-    out.push('\n');
-    out.push_str(&table(
+    table(
         &[
             "INSTANCE",
             "STATUS",
@@ -282,9 +311,8 @@ fn render_session(session: &Value) -> String {
             "LAST MODIFIED",
             "RESULT / ERROR",
         ],
-        &instance_rows,
-    ));
-    out
+        &rows,
+    )
 }
 
 /// Longest result or error shown in a `show` table (`--json` has it all).

@@ -20,8 +20,8 @@ mod manual;
 mod run;
 
 use super::{
-    DomainError, Event, EventPayload, Instance, InstanceStatus, JsonObject, Runner, SessionState,
-    TaskConfig, TriggerRole,
+    DomainError, Event, EventPayload, Instance, InstanceName, InstanceStatus, JsonObject, Runner,
+    SessionState, TaskConfig, TriggerRole,
 };
 
 /// Log level recorded for a failure when the job names none (ERROR).
@@ -294,7 +294,10 @@ impl<'a> Decider<'a> {
                 abandon_sources.insert(other.clone(), fire.seq);
             }
         }
-        let name = instance_name(task_name, self.state.instance_count(task_name));
+        let name = String::from(InstanceName::numbered(
+            task_name,
+            self.state.instance_count(task_name),
+        ));
         self.emit(
             Some(fired),
             EventPayload::InstanceCreated {
@@ -387,11 +390,6 @@ impl<'a> Decider<'a> {
             ))
         })
     }
-}
-
-/// `<task>#<n>`.
-pub fn instance_name(task: &str, n: usize) -> String {
-    format!("{task}#{n}")
 }
 
 fn invalid(inst: &Instance, what: &str) -> DomainError {

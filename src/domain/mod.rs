@@ -23,7 +23,7 @@ pub use decide::{Decider, FireOutcome, RunnerResolver, StepOutcome};
 pub use error::DomainError;
 pub use event::{Event, EventPayload, TriggerRole, EVENT_KINDS};
 pub use instance::Instance;
-pub use names::{SessionUid, TriggerName};
+pub use names::{InstanceName, SessionUid, TriggerName};
 pub use state::SessionState;
 pub use status::InstanceStatus;
 

@@ -1,15 +1,31 @@
-//! The eight instance statuses (docs/concepts.md, "Instances") and their SQL/GraphQL spelling.
+//! The eight instance statuses (docs/concepts.md, "Instances") and their
+//! SQL/GraphQL spelling. The GraphQL enum `InstanceStatus` is this one
+//! (derived here, its descriptions these doc comments), so the API cannot
+//! list a status the domain does not have, or miss one.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where an instance is in its life (docs/concepts.md, "Instances").
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    async_graphql::Enum,
+)]
 #[serde(rename_all = "lowercase")]
+#[graphql(name = "InstanceStatus")]
 pub enum InstanceStatus {
-    /// Created by a trigger, still waiting for the rest of its `after` set.
+    /// Created by a trigger, waiting for the rest of its `after` set.
     Unstarted,
     /// Every `after` trigger fired; handed to its runner.
     Scheduled,

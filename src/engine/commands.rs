@@ -1,6 +1,7 @@
 //! The write side of the library API: configure, fire, and the manual changes of
-//! operators (docs/graphql.md). Each parses its input at the boundary, then runs
-//! one decision through the pipeline of `execute.rs`.
+//! operators (docs/graphql.md). Each takes its names parsed (`domain/names.rs`),
+//! checks its JSON input, then runs one decision through the pipeline of
+//! `execute.rs`.
 
 use serde_json::Value;
 
@@ -8,7 +9,8 @@ use super::{Engine, Error, Result};
 use crate::domain::config::diagnostics::{self, ConfigWarning};
 use crate::domain::config::json_type;
 use crate::domain::{
-    parse_tasks, Event, FireOutcome, Instance, InstanceStatus, JsonObject, SessionUid, TriggerName,
+    parse_tasks, Event, FireOutcome, Instance, InstanceName, InstanceStatus, JsonObject,
+    SessionUid, TriggerName,
 };
 
 /// What a fire did, as the library API and hooks see it: the domain's
@@ -75,7 +77,7 @@ pub(crate) fn optional_object(value: Option<Value>, what: &str) -> Result<Option
 impl Engine {
     /// Adds or replaces tasks (`tasks`: task name -> directives). Bad configuration
     /// is rejected as a whole and nothing is written.
-    pub async fn configure(&self, session: &str, tasks: &Value) -> Result<u64> {
+    pub async fn configure(&self, session: &SessionUid, tasks: &Value) -> Result<u64> {
         Ok(self.configure_checked(session, tasks, false).await?.version)
     }
 
@@ -85,18 +87,17 @@ impl Engine {
     #[tracing::instrument(skip(self, tasks), err(level = "debug"))]
     pub async fn configure_checked(
         &self,
-        session: &str,
+        session: &SessionUid,
         tasks: &Value,
         strict: bool,
     ) -> Result<Configured> {
-        let uid = SessionUid::parse(session)?;
         let tasks = parse_tasks(tasks)?;
         if strict {
             diagnostics::refuse_unknown_directives(&tasks)?;
         }
         let warnings = diagnostics::diagnose(&tasks, |run| self.registry().contains(run));
         let executed = self
-            .execute(uid.as_str(), |d| d.configure(tasks.clone()), |_| Vec::new())
+            .execute(session, |d| d.configure(tasks.clone()), |_| Vec::new())
             .await?;
         Ok(Configured {
             version: executed.value,
@@ -109,24 +110,23 @@ impl Engine {
     #[tracing::instrument(skip(self, kwargs), err(level = "debug"))]
     pub async fn fire(
         &self,
-        session: &str,
-        trigger: &str,
+        session: &SessionUid,
+        trigger: &TriggerName,
         kwargs: JsonObject,
         idempotency_key: Option<&str>,
     ) -> Result<FireResult> {
-        let uid = SessionUid::parse(session)?;
-        let trigger = TriggerName::parse(trigger)?;
         if idempotency_key.is_some_and(str::is_empty) {
             return Err(Error::bad_input("idempotencyKey must not be empty"));
         }
         let executed = self
             .execute(
-                uid.as_str(),
+                session,
                 |d| d.fire(trigger.as_str(), kwargs.clone(), None, idempotency_key),
                 |_| Vec::new(),
             )
             .await?;
-        let mut result = FireResult::from_outcome(uid.as_str(), &executed.value, &executed.events);
+        let mut result =
+            FireResult::from_outcome(session.as_str(), &executed.value, &executed.events);
         if !result.duplicate {
             self.inner.metrics.fires.inc();
         }
@@ -134,7 +134,7 @@ impl Engine {
             result.event = self
                 .inner
                 .store
-                .events_by_seq(uid.as_str(), &[result.seq])
+                .events_by_seq(session, &[result.seq])
                 .await?
                 .into_iter()
                 .next();
@@ -145,8 +145,8 @@ impl Engine {
     /// [`Engine::fire`] with kwargs as any JSON value (must be an object or absent).
     pub async fn fire_json(
         &self,
-        session: &str,
-        trigger: &str,
+        session: &SessionUid,
+        trigger: &TriggerName,
         kwargs: Option<Value>,
         idempotency_key: Option<&str>,
     ) -> Result<FireResult> {
@@ -158,13 +158,13 @@ impl Engine {
     #[tracing::instrument(skip(self, replacement_kwargs), err(level = "debug"))]
     pub async fn replay_failed_instance(
         &self,
-        session: &str,
-        instance: &str,
+        session: &SessionUid,
+        instance: &InstanceName,
         replacement_kwargs: Option<Value>,
     ) -> Result<Instance> {
         let replacement = optional_object(replacement_kwargs, "replacementKwargs")?;
         self.on_instance(session, |d| {
-            let clone = d.replay_failed(instance, replacement.clone())?;
+            let clone = d.replay_failed(instance.as_str(), replacement.clone())?;
             Ok(clone)
         })
         .await
@@ -174,15 +174,15 @@ impl Engine {
     #[tracing::instrument(skip(self, result), err(level = "debug"))]
     pub async fn skip_failed_instance(
         &self,
-        session: &str,
-        instance: &str,
+        session: &SessionUid,
+        instance: &InstanceName,
         cascade: bool,
         result: Option<Value>,
     ) -> Result<Instance> {
         let result = object_or_empty(result, "result")?;
         self.on_instance(session, |d| {
-            d.skip_failed(instance, cascade, result.clone())?;
-            Ok(instance.to_owned())
+            d.skip_failed(instance.as_str(), cascade, result.clone())?;
+            Ok(instance.as_str().to_owned())
         })
         .await
     }
@@ -191,8 +191,8 @@ impl Engine {
     #[tracing::instrument(skip(self, metadata, cascade_kwargs), err(level = "debug"))]
     pub async fn update_instance_status(
         &self,
-        session: &str,
-        instance: &str,
+        session: &SessionUid,
+        instance: &InstanceName,
         status: InstanceStatus,
         metadata: Option<Value>,
         cascade: bool,
@@ -202,8 +202,8 @@ impl Engine {
         let cascade_kwargs = object_or_empty(cascade_kwargs, "cascadeKwargs")?;
         self.on_instance(session, |d| {
             let cascade = cascade.then(|| cascade_kwargs.clone());
-            d.update_status(instance, status, metadata.clone(), cascade)?;
-            Ok(instance.to_owned())
+            d.update_status(instance.as_str(), status, metadata.clone(), cascade)?;
+            Ok(instance.as_str().to_owned())
         })
         .await
     }
@@ -212,14 +212,14 @@ impl Engine {
     #[tracing::instrument(skip(self, metadata), err(level = "debug"))]
     pub async fn update_instance_metadata(
         &self,
-        session: &str,
-        instance: &str,
+        session: &SessionUid,
+        instance: &InstanceName,
         metadata: Value,
     ) -> Result<Instance> {
         let metadata = object_or_empty(Some(metadata), "metadata")?;
         self.on_instance(session, |d| {
-            d.update_metadata(instance, metadata.clone())?;
-            Ok(instance.to_owned())
+            d.update_metadata(instance.as_str(), metadata.clone())?;
+            Ok(instance.as_str().to_owned())
         })
         .await
     }
@@ -228,12 +228,12 @@ impl Engine {
     #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn mark_instance_logs_resolved(
         &self,
-        session: &str,
-        instance: &str,
+        session: &SessionUid,
+        instance: &InstanceName,
     ) -> Result<Instance> {
         self.on_instance(session, |d| {
-            d.mark_logs_resolved(instance)?;
-            Ok(instance.to_owned())
+            d.mark_logs_resolved(instance.as_str())?;
+            Ok(instance.as_str().to_owned())
         })
         .await
     }
@@ -241,15 +241,14 @@ impl Engine {
     /// Runs a decision that names an instance, and returns that instance as committed.
     async fn on_instance(
         &self,
-        session: &str,
+        session: &SessionUid,
         mut decide: impl FnMut(
             &mut crate::domain::Decider<'_>,
         ) -> Result<String, crate::domain::DomainError>,
     ) -> Result<Instance> {
-        let uid = SessionUid::parse(session)?;
         let executed = self
             .execute(
-                uid.as_str(),
+                session,
                 |d| {
                     let name = decide(d)?;
                     d.state().instance(&name).cloned().ok_or_else(|| {

@@ -26,7 +26,8 @@ use super::cache::Slot;
 use super::inline::{self, Prestart, Prestarted};
 use super::{instance_row, now, Committed, Engine, Executed, FireResult, Result};
 use crate::domain::{
-    Decider, DomainError, Event, EventPayload, FireOutcome, InstanceStatus, Runner, SessionState,
+    Decider, DomainError, Event, EventPayload, FireOutcome, InstanceName, InstanceStatus, Runner,
+    SessionState, SessionUid,
 };
 use crate::store::{Commit, InstanceRow, LockedSession, QueueOp, StoreError, StoredSnapshot};
 
@@ -89,7 +90,7 @@ impl Engine {
     /// session's write lock is taken and the events committed before it applied.
     pub(super) async fn load(
         &self,
-        session: &str,
+        session: &SessionUid,
         slot: &mut Slot,
         under_lock: bool,
     ) -> Result<Option<Box<dyn LockedSession + '_>>> {
@@ -149,7 +150,7 @@ impl Engine {
     /// Under the lock, the state is the log's.
     pub(super) async fn refused_on_stale_state(
         &self,
-        session: &str,
+        session: &SessionUid,
         slot: &mut Slot,
         locked: bool,
         refusal: &Refusal,
@@ -167,13 +168,13 @@ impl Engine {
     /// fails, the state is forgotten.
     pub(super) async fn commit<T>(
         &self,
-        session: &str,
+        session: &SessionUid,
         state: &mut Option<Arc<SessionState>>,
         locked: Option<Box<dyn LockedSession + '_>>,
         plan: &mut Plan<T>,
     ) -> std::result::Result<(), StoreError> {
         let commit = Commit {
-            session,
+            session: session.as_str(),
             expected_version: plan.expected_version,
             events: &plan.events,
             instances: std::mem::take(&mut plan.instances),
@@ -195,7 +196,7 @@ impl Engine {
     /// and hooks.
     pub(super) async fn publish<T>(
         &self,
-        session: &str,
+        session: &SessionUid,
         mut slot: MutexGuard<'_, Slot>,
         plan: Plan<T>,
     ) -> Executed<T> {
@@ -206,12 +207,12 @@ impl Engine {
         // Only subscriptions listen: with none open, the events are not copied.
         if self.inner.committed.receiver_count() > 0 {
             let _ = self.inner.committed.send(Arc::new(Committed {
-                session: session.to_owned(),
+                session: session.as_str().to_owned(),
                 events: plan.events.clone(),
             }));
         }
         for work in to_run {
-            self.spawn_inline(session.to_owned(), work);
+            self.spawn_inline(session.clone(), work);
         }
         self.run_hooks(session, &plan.events, &plan.fires).await;
         Executed {
@@ -221,7 +222,7 @@ impl Engine {
     }
 
     /// Loads the session's state if the slot has none: latest snapshot + later events.
-    pub(super) async fn ensure_loaded(&self, session: &str, slot: &mut Slot) -> Result<()> {
+    pub(super) async fn ensure_loaded(&self, session: &SessionUid, slot: &mut Slot) -> Result<()> {
         if slot.state.is_some() {
             return Ok(());
         }
@@ -231,13 +232,13 @@ impl Engine {
                 Ok(state) if state.version() == snapshot.version => (state, snapshot.version),
                 Ok(_) | Err(_) => {
                     tracing::warn!(
-                        session,
+                        session = session.as_str(),
                         "ignoring an unreadable snapshot; folding the whole log"
                     );
-                    (SessionState::new(session), 0)
+                    (SessionState::new(session.as_str()), 0)
                 }
             },
-            None => (SessionState::new(session), 0),
+            None => (SessionState::new(session.as_str()), 0),
         };
         for event in store.events(session, state.version(), None).await? {
             state.apply(&event)?;
@@ -248,7 +249,7 @@ impl Engine {
     }
 
     /// Brings a cached state up to the log (another process may have appended).
-    pub(super) async fn catch_up(&self, session: &str, slot: &mut Slot) -> Result<()> {
+    pub(super) async fn catch_up(&self, session: &SessionUid, slot: &mut Slot) -> Result<()> {
         self.ensure_loaded(session, slot).await?;
         let known = slot.state.as_ref().expect("loaded above").version();
         let newer = self.inner.store.events(session, known, None).await?;
@@ -257,7 +258,7 @@ impl Engine {
 
     /// Saves a snapshot when enough events accumulated since the last one. Cost is
     /// proportional to the state, so the interval grows with it: amortised O(1).
-    async fn maybe_snapshot(&self, session: &str, slot: &mut Slot) {
+    async fn maybe_snapshot(&self, session: &SessionUid, slot: &mut Slot) {
         let Some(state) = slot.state.as_deref() else {
             return;
         };
@@ -276,18 +277,18 @@ impl Engine {
         match self.inner.store.save_snapshot(session, &snapshot).await {
             Ok(()) => slot.snapshot_version = snapshot.version,
             Err(err) => {
-                tracing::warn!(session, error = %err, "could not save a snapshot (it is only an optimisation)")
+                tracing::warn!(session = session.as_str(), error = %err, "could not save a snapshot (it is only an optimisation)")
             }
         }
     }
 
     /// The hooks: every fire, then the replays, skips and status changes.
-    async fn run_hooks(&self, session: &str, events: &[Event], fires: &[FireOutcome]) {
+    async fn run_hooks(&self, session: &SessionUid, events: &[Event], fires: &[FireOutcome]) {
         if self.inner.hooks.is_empty() {
             return;
         }
         for fire in fires {
-            let result = FireResult::from_outcome(session, fire, events);
+            let result = FireResult::from_outcome(session.as_str(), fire, events);
             for hook in &self.inner.hooks {
                 hook.after_fire(self, session, &result).await;
             }
@@ -297,20 +298,24 @@ impl Engine {
                 EventPayload::InstanceReplayed {
                     instance, clone, ..
                 } => {
+                    let (instance, clone) =
+                        (InstanceName::stored(instance), InstanceName::stored(clone));
                     for hook in &self.inner.hooks {
-                        hook.after_replay(self, session, instance, clone).await;
+                        hook.after_replay(self, session, &instance, &clone).await;
                     }
                 }
                 EventPayload::InstanceSkipped { instance, .. } => {
+                    let instance = InstanceName::stored(instance);
                     for hook in &self.inner.hooks {
-                        hook.after_skip(self, session, instance).await;
+                        hook.after_skip(self, session, &instance).await;
                     }
                 }
                 EventPayload::InstanceStatusChanged {
                     instance, status, ..
                 } => {
+                    let instance = InstanceName::stored(instance);
                     for hook in &self.inner.hooks {
-                        hook.after_status_change(self, session, instance, *status)
+                        hook.after_status_change(self, session, &instance, *status)
                             .await;
                     }
                 }

@@ -17,7 +17,7 @@ use super::report::Report;
 use super::{now, Engine, EngineOptions, Error, Inner, Job, Outcome, Result};
 use crate::domain::decide::StartedJob;
 use crate::domain::{
-    Decider, DomainError, Event, EventPayload, InstanceStatus, Runner, SessionState,
+    Decider, DomainError, Event, EventPayload, InstanceStatus, Runner, SessionState, SessionUid,
 };
 use crate::store::{Commit, QueueOp};
 
@@ -146,7 +146,7 @@ impl Engine {
         )
     }
 
-    pub(crate) fn spawn_inline(&self, session: String, work: InlineWork) {
+    pub(crate) fn spawn_inline(&self, session: SessionUid, work: InlineWork) {
         let guard = InFlight::new(&self.inner);
         let engine = self.clone();
         tokio::spawn(async move {
@@ -159,16 +159,20 @@ impl Engine {
             let Ok(_permit) = engine.inner.permits.clone().acquire_owned().await else {
                 return;
             };
-            let span = tracing::info_span!("inline", session, instance = work.instance);
+            let span = tracing::info_span!(
+                "inline",
+                session = session.as_str(),
+                instance = work.instance
+            );
             let run = engine.run_inline(&session, &work.instance);
             if let Err(err) = tracing::Instrument::instrument(run, span).await {
-                tracing::error!(session, instance = work.instance, error = %err, "inline run failed to record its outcome; the lease will expire and it will run again");
+                tracing::error!(session = session.as_str(), instance = work.instance, error = %err, "inline run failed to record its outcome; the lease will expire and it will run again");
             }
         });
     }
 
     /// Leases and starts the instance, runs its handler, and reports the outcome.
-    async fn run_inline(&self, session: &str, instance: &str) -> Result<()> {
+    async fn run_inline(&self, session: &SessionUid, instance: &str) -> Result<()> {
         let lease = self.inline_lease();
         let started = self
             .execute(
@@ -193,17 +197,22 @@ impl Engine {
     /// renewing it, then reports the outcome.
     pub(crate) async fn run_started(
         &self,
-        session: &str,
+        session: &SessionUid,
         job: StartedJob,
         lease: &Lease,
     ) -> Result<()> {
         let instance = job.instance.clone();
         let job = Job {
-            session: session.to_owned(),
+            session: session.as_str().to_owned(),
             started: job,
         };
-        tracing::debug!(session, instance, run = job.run, "running inline");
-        let heartbeat = self.spawn_heartbeat(session, &instance, lease.clone());
+        tracing::debug!(
+            session = session.as_str(),
+            instance,
+            run = job.run,
+            "running inline"
+        );
+        let heartbeat = self.spawn_heartbeat(session.as_str(), &instance, lease.clone());
         let outcome = match self.inner.registry.get(&job.run) {
             Some(handler) => match tokio::spawn(handler.call(job)).await {
                 Ok(outcome) => outcome,
@@ -230,19 +239,19 @@ impl Engine {
     }
 
     /// Runs instances started in the commit that scheduled them.
-    pub(crate) fn spawn_prestarted(&self, session: &str, prestarted: Vec<Prestarted>) {
+    pub(crate) fn spawn_prestarted(&self, session: &SessionUid, prestarted: Vec<Prestarted>) {
         for started in prestarted {
             let guard = InFlight::new(&self.inner);
             let engine = self.clone();
-            let session = session.to_owned();
+            let session = session.clone();
             tokio::spawn(async move {
                 let _guard = guard;
                 let _permit = started.permit;
                 let instance = started.job.instance.clone();
-                let span = tracing::info_span!("inline", session, instance);
+                let span = tracing::info_span!("inline", session = session.as_str(), instance);
                 let run = engine.run_started(&session, started.job, &started.lease);
                 if let Err(err) = tracing::Instrument::instrument(run, span).await {
-                    tracing::error!(session, instance, error = %err, "inline run failed to record its outcome; the lease will expire and it will run again");
+                    tracing::error!(session = session.as_str(), instance, error = %err, "inline run failed to record its outcome; the lease will expire and it will run again");
                 }
             });
         }

@@ -42,7 +42,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{broadcast, watch, Semaphore};
 
-use crate::domain::{Decider, DomainError, Event};
+use crate::domain::{Decider, DomainError, Event, SessionUid};
 use crate::store::{InstanceRow, QueueOp, Store, StoreError};
 
 pub use builder::EngineBuilder;
@@ -238,11 +238,11 @@ impl Engine {
     /// losing races to another process makes progress.
     pub(crate) async fn execute<T>(
         &self,
-        session: &str,
+        session: &SessionUid,
         mut decide: impl FnMut(&mut Decider<'_>) -> Result<T, DomainError>,
         ops: impl Fn(DateTime<Utc>) -> Vec<QueueOp>,
     ) -> Result<Executed<T>> {
-        let slot = self.inner.cache.slot(session);
+        let slot = self.inner.cache.slot(session.as_str());
         let mut slot = slot.lock().await;
         let mut under_lock = false;
         for _ in 0..MAX_ATTEMPTS {
@@ -267,7 +267,7 @@ impl Engine {
                 });
             }
             let state = slot.state.as_deref().expect("loaded above");
-            let mut plan = execute::plan(session, state, decision, &ops);
+            let mut plan = execute::plan(session.as_str(), state, decision, &ops);
             match self
                 .commit(session, &mut slot.state, locked, &mut plan)
                 .await
@@ -275,7 +275,7 @@ impl Engine {
                 Ok(()) => return Ok(self.publish(session, slot, plan).await),
                 Err(StoreError::Conflict { .. }) => {
                     tracing::debug!(
-                        session,
+                        session = session.as_str(),
                         expected_version = plan.expected_version,
                         "version conflict; re-deciding on fresh state under the session's lock"
                     );
@@ -288,7 +288,7 @@ impl Engine {
                 }
             }
         }
-        Err(Error::Contended(session.to_owned()))
+        Err(Error::Contended(session.as_str().to_owned()))
     }
 }
 

@@ -12,11 +12,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Event, InstanceStatus};
+use crate::domain::{Event, InstanceName, InstanceStatus, SessionUid};
 use crate::metrics::Metrics;
 use crate::store::{
-    Admin, Commit, EventQuery, GroupObserver, InstanceRow, LockedSession, QueueEntry, Rebuilt,
-    RecentSessions, SessionSummary, Store, StoreResult, StoredSnapshot,
+    Admin, Commit, EventQuery, GroupObserver, InstanceQuery, InstanceRow, LockedSession,
+    QueueEntry, Rebuilt, RecentSessions, SessionSummary, Store, StoreResult, StoredSnapshot,
 };
 
 /// The engine's store, observed.
@@ -87,32 +87,40 @@ impl Store for Observed {
         self.committed(events, started, result)
     }
 
-    async fn version(&self, session: &str) -> StoreResult<u64> {
+    async fn version(&self, session: &SessionUid) -> StoreResult<u64> {
         self.seen(self.inner.version(session).await)
     }
 
     async fn events(
         &self,
-        session: &str,
+        session: &SessionUid,
         after: u64,
         limit: Option<u64>,
     ) -> StoreResult<Vec<Event>> {
         self.seen(self.inner.events(session, after, limit).await)
     }
 
-    async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>> {
+    async fn events_by_seq(&self, session: &SessionUid, seqs: &[u64]) -> StoreResult<Vec<Event>> {
         self.seen(self.inner.events_by_seq(session, seqs).await)
     }
 
-    async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>> {
+    async fn instance_events(
+        &self,
+        session: &SessionUid,
+        instance: &InstanceName,
+    ) -> StoreResult<Vec<Event>> {
         self.seen(self.inner.instance_events(session, instance).await)
     }
 
-    async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>> {
+    async fn snapshot(&self, session: &SessionUid) -> StoreResult<Option<StoredSnapshot>> {
         self.seen(self.inner.snapshot(session).await)
     }
 
-    async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
+    async fn save_snapshot(
+        &self,
+        session: &SessionUid,
+        snapshot: &StoredSnapshot,
+    ) -> StoreResult<()> {
         self.seen(self.inner.save_snapshot(session, snapshot).await)
     }
 
@@ -133,20 +141,14 @@ impl Store for Observed {
 
     async fn session_events(
         &self,
-        session: &str,
+        session: &SessionUid,
         query: &EventQuery<'_>,
     ) -> StoreResult<Vec<Event>> {
         self.seen(self.inner.session_events(session, query).await)
     }
 
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>> {
-        self.seen(self.inner.instances(statuses, task, first, after).await)
+    async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>> {
+        self.seen(self.inner.instances(query).await)
     }
 
     async fn claimable(
@@ -178,7 +180,7 @@ impl Store for Observed {
         self.seen(self.inner.replace_projections(rebuilt).await)
     }
 
-    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
+    async fn lock_session(&self, session: &SessionUid) -> StoreResult<Box<dyn LockedSession + '_>> {
         let locked = self.seen(self.inner.lock_session(session).await)?;
         Ok(Box::new(ObservedLock {
             inner: locked,

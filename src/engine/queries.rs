@@ -8,9 +8,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::cache::Slot;
 use super::{instance_row, Engine, Error, Result};
-use crate::domain::{DomainError, Event, InstanceStatus, SessionState, SessionUid};
+use crate::domain::{DomainError, Event, InstanceName, InstanceStatus, SessionState, SessionUid};
 use crate::store::{
-    EventQuery, InstanceRow, QueueEntry, Rebuilt, RecentSessions, SessionSummary, StoredSnapshot,
+    EventQuery, InstanceQuery, InstanceRow, QueueEntry, Rebuilt, RecentSessions, SessionSummary,
+    StoredSnapshot,
 };
 
 /// What `rebuild` did.
@@ -30,23 +31,23 @@ pub struct RebuildReport {
 
 impl Engine {
     /// The current state of a session (empty, version 0, if never used).
-    pub async fn session(&self, session: &str) -> Result<Arc<SessionState>> {
-        let slot = self.inner.cache.slot(session);
+    pub async fn session(&self, session: &SessionUid) -> Result<Arc<SessionState>> {
+        let slot = self.inner.cache.slot(session.as_str());
         let mut slot = slot.lock().await;
         self.catch_up(session, &mut slot).await?;
         Ok(slot.state.clone().expect("caught up"))
     }
 
     /// The state folded from events 1..=`version` (metadata timestamps included).
-    pub async fn session_as_of(&self, session: &str, version: u64) -> Result<SessionState> {
+    pub async fn session_as_of(&self, session: &SessionUid, version: u64) -> Result<SessionState> {
         let events = self.inner.store.events(session, 0, Some(version)).await?;
-        Ok(SessionState::fold(session, &events)?)
+        Ok(SessionState::fold(session.as_str(), &events)?)
     }
 
     /// Events with seq > `after`, ascending, at most `first`.
     pub async fn events(
         &self,
-        session: &str,
+        session: &SessionUid,
         after: u64,
         first: Option<u64>,
     ) -> Result<Vec<Event>> {
@@ -54,12 +55,16 @@ impl Engine {
     }
 
     /// Every event about one instance, ascending.
-    pub async fn instance_history(&self, session: &str, instance: &str) -> Result<Vec<Event>> {
+    pub async fn instance_history(
+        &self,
+        session: &SessionUid,
+        instance: &InstanceName,
+    ) -> Result<Vec<Event>> {
         Ok(self.inner.store.instance_events(session, instance).await?)
     }
 
     /// The events with these seqs, ascending (unknown seqs are left out).
-    pub async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> Result<Vec<Event>> {
+    pub async fn events_by_seq(&self, session: &SessionUid, seqs: &[u64]) -> Result<Vec<Event>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -67,9 +72,13 @@ impl Engine {
     }
 
     /// The `TriggerFired` events behind an instance's kwargs and abandon state.
-    pub async fn instance_causes(&self, session: &str, instance: &str) -> Result<Vec<Event>> {
+    pub async fn instance_causes(
+        &self,
+        session: &SessionUid,
+        instance: &InstanceName,
+    ) -> Result<Vec<Event>> {
         let state = self.session(session).await?;
-        let inst = state.instance(instance).ok_or_else(|| {
+        let inst = state.instance(instance.as_str()).ok_or_else(|| {
             Error::from(DomainError::NotFound(format!(
                 "session {session:?} has no instance {instance:?}"
             )))
@@ -103,25 +112,15 @@ impl Engine {
     /// One page of a session's events, filtered by kind and instance, ascending.
     pub async fn session_events(
         &self,
-        session: &str,
+        session: &SessionUid,
         query: &EventQuery<'_>,
     ) -> Result<Vec<Event>> {
         Ok(self.inner.store.session_events(session, query).await?)
     }
 
     /// Instances across sessions, from the projection table.
-    pub async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> Result<Vec<InstanceRow>> {
-        Ok(self
-            .inner
-            .store
-            .instances(statuses, task, first, after)
-            .await?)
+    pub async fn instances(&self, query: InstanceQuery<'_>) -> Result<Vec<InstanceRow>> {
+        Ok(self.inner.store.instances(query).await?)
     }
 
     /// Recomputes every projection and snapshot from the event log alone.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::inline::InlineWork;
 use super::lease::Lease;
 use super::{now, Engine, Error, Inner, Result};
+use crate::domain::SessionUid;
 
 impl Engine {
     /// At open: run inline instances a previous process left scheduled.
@@ -27,7 +28,7 @@ impl Engine {
                         "re-running inline instance"
                     );
                     self.spawn_inline(
-                        row.session,
+                        SessionUid::stored(&row.session),
                         InlineWork {
                             instance: row.instance,
                             not_before: None,
@@ -50,7 +51,7 @@ impl Engine {
             let owner = row.lease_owner.clone();
             let result = self
                 .execute(
-                    &row.session,
+                    &SessionUid::stored(&row.session),
                     |d| d.expire_lease(&row.instance, owner.clone()),
                     |at| vec![sweeper.take(&row.instance, at)],
                 )
@@ -76,7 +77,7 @@ impl Engine {
         {
             swept += 1;
             self.spawn_inline(
-                row.session,
+                SessionUid::stored(&row.session),
                 InlineWork {
                     instance: row.instance,
                     not_before: None,

@@ -8,7 +8,7 @@ use super::lease::Lease;
 use super::{Engine, Outcome, Result};
 use crate::domain::config::json_type;
 use crate::domain::decide::Failure;
-use crate::domain::{DomainError, Instance, JsonObject, SessionState};
+use crate::domain::{DomainError, Instance, JsonObject, SessionState, SessionUid};
 
 /// An outcome as the engine records it.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ impl Engine {
     /// it was lost); answers the instance as it is then.
     pub(crate) async fn report(
         &self,
-        session: &str,
+        session: &SessionUid,
         instance: &str,
         report: Report,
         lease: &Lease,
@@ -51,7 +51,7 @@ impl Engine {
     /// the instance, kwargs and all, is not copied out.
     pub(crate) async fn report_only(
         &self,
-        session: &str,
+        session: &SessionUid,
         instance: &str,
         report: Report,
         lease: &Lease,
@@ -63,7 +63,7 @@ impl Engine {
     /// Records the report, then answers what `answer` reads off the state.
     async fn report_then<T>(
         &self,
-        session: &str,
+        session: &SessionUid,
         instance: &str,
         report: Report,
         lease: &Lease,

@@ -18,7 +18,7 @@ use super::lease::Lease;
 use super::report::Report;
 use super::{now, Engine, Error, Result};
 use crate::domain::decide::Failure;
-use crate::domain::{DomainError, Instance, JsonObject, Runner};
+use crate::domain::{DomainError, Instance, JsonObject, Runner, SessionUid};
 use crate::store::{Commit, QueueEntry};
 
 /// Default lease of a claim, in seconds.
@@ -150,7 +150,7 @@ impl Engine {
         let mut expires = now();
         let started = self
             .execute(
-                &row.session,
+                &SessionUid::stored(&row.session),
                 |d| {
                     expires = lease.ends(now());
                     d.start(&row.instance, Some(worker.to_owned()), Some(expires), true)
@@ -283,9 +283,14 @@ impl Engine {
                 .and_then(|e| (e - now()).to_std().ok())
                 .unwrap_or(Duration::from_secs(1)),
         };
-        self.report(&row.session, &row.instance, report, &lease)
-            .await
-            .map(|instance| (row.session, instance))
+        self.report(
+            &SessionUid::stored(&row.session),
+            &row.instance,
+            report,
+            &lease,
+        )
+        .await
+        .map(|instance| (row.session, instance))
     }
 
     /// The queue row of a lease that is still held.

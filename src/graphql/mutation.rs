@@ -3,19 +3,47 @@
 //! answers with what that call committed.
 
 use async_graphql::{Context, Object, Result};
+use futures::future::{BoxFuture, FutureExt};
 
 use super::error::bad_input;
 use super::error::{from_engine, GqlResult};
+use super::query::{parse_instance, parse_trigger, parse_uid};
 use super::scalars::{DateTime, Json};
 use super::types::{FireResultObject, InstanceStatus, Session, TaskClaimObject, TaskInstance};
 use super::{check_json_size, check_text, engine, warnings};
+use crate::domain::{Instance, InstanceName, SessionUid};
 use crate::engine::{Error, WorkerFailure};
+use crate::Engine;
 
 /// Writes.
 pub struct Mutation;
 
 fn json(value: &Option<Json>) -> Option<&serde_json::Value> {
     value.as_ref().map(|j| &j.0)
+}
+
+/// An operator's change to one instance: the session and instance names
+/// parsed, one engine call, and the instance as it committed.
+async fn change_instance<'a>(
+    ctx: &Context<'a>,
+    session: String,
+    instance: &str,
+    change: impl for<'n> FnOnce(
+        &'n Engine,
+        &'n SessionUid,
+        &'n InstanceName,
+    ) -> BoxFuture<'n, crate::engine::Result<Instance>>,
+) -> Result<TaskInstance> {
+    let uid = parse_uid(&session)?;
+    let instance = parse_instance(&uid, instance)?;
+    let changed = change(engine(ctx), &uid, &instance).await.gql()?;
+    Ok(TaskInstance::owned(session, changed))
+}
+
+/// The instance a worker's report recorded, in its session.
+fn reported_instance(reported: crate::engine::Result<(String, Instance)>) -> Result<TaskInstance> {
+    let (session, instance) = reported.gql()?;
+    Ok(TaskInstance::owned(session, instance))
 }
 
 /// A non-negative `Int` argument as a count.
@@ -49,13 +77,14 @@ impl Mutation {
         strict: Option<bool>,
     ) -> Result<Session> {
         check_json_size(ctx, "tasks", Some(&tasks.0))?;
+        let uid = parse_uid(&session)?;
         let engine = engine(ctx);
         let configured = engine
-            .configure_checked(&session, &tasks.0, strict.unwrap_or(false))
+            .configure_checked(&uid, &tasks.0, strict.unwrap_or(false))
             .await
             .gql()?;
         warnings::warn(ctx, configured.warnings);
-        Ok(Session::new(engine.session(&session).await.gql()?))
+        Ok(Session::new(engine.session(&uid).await.gql()?))
     }
 
     /// Fires `trigger` with `kwargs` (a JSON object, default `{}`). A repeated
@@ -76,10 +105,12 @@ impl Mutation {
         idempotency_key: Option<String>,
     ) -> Result<FireResultObject> {
         check_json_size(ctx, "kwargs", json(&kwargs))?;
+        let uid = parse_uid(&session)?;
+        let trigger = parse_trigger(&trigger)?;
         let engine = engine(ctx);
         let result = engine
             .fire_json(
-                &session,
+                &uid,
                 &trigger,
                 kwargs.map(|j| j.0),
                 idempotency_key.as_deref(),
@@ -107,11 +138,11 @@ impl Mutation {
         replacement_kwargs: Option<Json>,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "replacementKwargs", json(&replacement_kwargs))?;
-        let clone = engine(ctx)
-            .replay_failed_instance(&session, &instance, replacement_kwargs.map(|j| j.0))
-            .await
-            .gql()?;
-        Ok(TaskInstance::owned(session, clone))
+        let kwargs = replacement_kwargs.map(|j| j.0);
+        change_instance(ctx, session, &instance, |engine, uid, instance| {
+            engine.replay_failed_instance(uid, instance, kwargs).boxed()
+        })
+        .await
     }
 
     /// Skips a `failed` instance; with `cascade`, fires the task name with `result`.
@@ -128,16 +159,13 @@ impl Mutation {
         result: Option<Json>,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "result", json(&result))?;
-        let skipped = engine(ctx)
-            .skip_failed_instance(
-                &session,
-                &instance,
-                cascade.unwrap_or(false),
-                result.map(|j| j.0),
-            )
-            .await
-            .gql()?;
-        Ok(TaskInstance::owned(session, skipped))
+        let (cascade, result) = (cascade.unwrap_or(false), result.map(|j| j.0));
+        change_instance(ctx, session, &instance, |engine, uid, instance| {
+            engine
+                .skip_failed_instance(uid, instance, cascade, result)
+                .boxed()
+        })
+        .await
     }
 
     /// Sets any status and merges `metadata`; with `cascade`, fires the task name
@@ -158,18 +186,14 @@ impl Mutation {
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "metadata", json(&metadata))?;
         check_json_size(ctx, "cascadeKwargs", json(&cascade_kwargs))?;
-        let updated = engine(ctx)
-            .update_instance_status(
-                &session,
-                &instance,
-                status.into(),
-                metadata.map(|j| j.0),
-                cascade.unwrap_or(false),
-                cascade_kwargs.map(|j| j.0),
-            )
-            .await
-            .gql()?;
-        Ok(TaskInstance::owned(session, updated))
+        let metadata = metadata.map(|j| j.0);
+        let (cascade, cascade_kwargs) = (cascade.unwrap_or(false), cascade_kwargs.map(|j| j.0));
+        change_instance(ctx, session, &instance, |engine, uid, instance| {
+            engine
+                .update_instance_status(uid, instance, status, metadata, cascade, cascade_kwargs)
+                .boxed()
+        })
+        .await
     }
 
     /// Merges `metadata` into the instance's metadata.
@@ -182,11 +206,12 @@ impl Mutation {
         metadata: Json,
     ) -> Result<TaskInstance> {
         check_json_size(ctx, "metadata", Some(&metadata.0))?;
-        let updated = engine(ctx)
-            .update_instance_metadata(&session, &instance, metadata.0)
-            .await
-            .gql()?;
-        Ok(TaskInstance::owned(session, updated))
+        change_instance(ctx, session, &instance, |engine, uid, instance| {
+            engine
+                .update_instance_metadata(uid, instance, metadata.0)
+                .boxed()
+        })
+        .await
     }
 
     /// Sets metadata `logsResolved: true`.
@@ -196,11 +221,10 @@ impl Mutation {
         #[graphql(desc = "The session UID.")] session: String,
         #[graphql(desc = "The instance name (`<task>#<n>`).")] instance: String,
     ) -> Result<TaskInstance> {
-        let updated = engine(ctx)
-            .mark_instance_logs_resolved(&session, &instance)
-            .await
-            .gql()?;
-        Ok(TaskInstance::owned(session, updated))
+        change_instance(ctx, session, &instance, |engine, uid, instance| {
+            engine.mark_instance_logs_resolved(uid, instance).boxed()
+        })
+        .await
     }
 
     /// Claims up to `max` (default 1) scheduled instances of `queue` (default
@@ -266,11 +290,10 @@ impl Mutation {
     ) -> Result<TaskInstance> {
         check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "result", json(&result))?;
-        let (session, instance) = engine(ctx)
+        let reported = engine(ctx)
             .complete_task(&lease_token, result.map(|j| j.0), log_level.map(i64::from))
-            .await
-            .gql()?;
-        Ok(TaskInstance::owned(session, instance))
+            .await;
+        reported_instance(reported)
     }
 
     /// Reports failure; with `retry`, the instance is replayed (within
@@ -307,8 +330,7 @@ impl Mutation {
             cooldown_seconds: cooldown_seconds.map(f64::from),
             replacement_kwargs: replacement_kwargs.map(|j| j.0),
         };
-        let (session, instance) = engine(ctx).fail_task(&lease_token, failure).await.gql()?;
-        Ok(TaskInstance::owned(session, instance))
+        reported_instance(engine(ctx).fail_task(&lease_token, failure).await)
     }
 
     /// Reports that the worker skipped the task, with `metadata` of its choice.
@@ -322,10 +344,9 @@ impl Mutation {
     ) -> Result<TaskInstance> {
         check_text("leaseToken", Some(&lease_token))?;
         check_json_size(ctx, "metadata", json(&metadata))?;
-        let (session, instance) = engine(ctx)
+        let reported = engine(ctx)
             .skip_task(&lease_token, metadata.map(|j| j.0))
-            .await
-            .gql()?;
-        Ok(TaskInstance::owned(session, instance))
+            .await;
+        reported_instance(reported)
     }
 }

@@ -6,9 +6,9 @@ use async_graphql::{Context, Object, Result};
 use super::error::{bad_input, from_engine, GqlResult};
 use super::types::{InstanceStatus, Session, SessionSummary, TaskInstance};
 use super::{check_text, engine, page_size};
-use crate::domain::{self, Instance, SessionUid};
+use crate::domain::{DomainError, Instance, InstanceName, SessionUid, TriggerName};
 use crate::engine::Error;
-use crate::store::RecentSessions;
+use crate::store::{InstanceQuery, RecentSessions};
 
 /// Reads.
 pub struct Query;
@@ -24,7 +24,7 @@ impl Query {
         uid: String,
     ) -> Result<Session> {
         let uid = parse_uid(&uid)?;
-        let state = engine(ctx).session(uid.as_str()).await.gql()?;
+        let state = engine(ctx).session(&uid).await.gql()?;
         Ok(Session::new(state))
     }
 
@@ -104,20 +104,14 @@ impl Query {
         if first == 0 {
             return Ok(Vec::new());
         }
-        let statuses: Vec<domain::InstanceStatus> = status
-            .unwrap_or_default()
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        let rows = engine(ctx)
-            .instances(
-                &statuses,
-                task.as_deref(),
-                first,
-                cursor.as_ref().map(|(s, i)| (s.as_str(), i.as_str())),
-            )
-            .await
-            .gql()?;
+        let statuses = status.unwrap_or_default();
+        let query = InstanceQuery {
+            statuses: &statuses,
+            task: task.as_deref(),
+            first,
+            after: cursor.as_ref().map(|(s, i)| (s.as_str(), i.as_str())),
+        };
+        let rows = engine(ctx).instances(query).await.gql()?;
         rows.into_iter()
             .map(|row| {
                 let instance: Instance = serde_json::from_str(&row.body).map_err(|err| {
@@ -132,9 +126,25 @@ impl Query {
     }
 }
 
-/// A session UID argument: any non-empty string.
+/// A session UID argument: any non-empty string (`BAD_INPUT` otherwise).
 pub(crate) fn parse_uid(uid: &str) -> Result<SessionUid> {
     SessionUid::parse(uid).map_err(|err| from_engine(&err.into()))
+}
+
+/// A trigger name argument: any non-empty string (`BAD_INPUT` otherwise).
+pub(crate) fn parse_trigger(trigger: &str) -> Result<TriggerName> {
+    TriggerName::parse(trigger).map_err(|err| from_engine(&err.into()))
+}
+
+/// An instance name argument of `session`. No instance has a name that does
+/// not parse, so such a name is `NOT_FOUND`, with the message of any other
+/// instance the session does not have.
+pub(crate) fn parse_instance(session: &SessionUid, name: &str) -> Result<InstanceName> {
+    InstanceName::parse(name).map_err(|_| {
+        let missing =
+            DomainError::NotFound(format!("session {session:?} has no instance {name:?}"));
+        from_engine(&missing.into())
+    })
 }
 
 /// An `instances(after:)` cursor: `["<session>", "<instance>"]` or `<session>/<instance>`.

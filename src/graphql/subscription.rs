@@ -17,7 +17,7 @@ use super::error::from_engine;
 use super::query::parse_uid;
 use super::types::{non_negative, Event};
 use super::{config, engine};
-use crate::domain;
+use crate::domain::{self, SessionUid};
 use crate::engine::Committed;
 use crate::Engine;
 
@@ -45,7 +45,7 @@ impl Subscription {
         let follow = Follow {
             rx: engine(ctx).subscribe(),
             engine: engine(ctx).clone(),
-            session: uid.as_str().to_owned(),
+            session: uid,
             last: after,
             buffer: VecDeque::new(),
             poll: config(ctx).subscription_poll,
@@ -61,7 +61,7 @@ impl Subscription {
 /// The state of one `sessionEvents` stream.
 struct Follow {
     engine: Engine,
-    session: String,
+    session: SessionUid,
     /// The seq of the last event delivered.
     last: u64,
     /// Read or received, not yet delivered; ascending from `last + 1`.
@@ -110,7 +110,7 @@ impl Follow {
             tokio::select! {
                 () = &mut tick => return,
                 received = self.rx.recv() => match received {
-                    Ok(committed) if committed.session == self.session => {
+                    Ok(committed) if committed.session == self.session.as_str() => {
                         let fresh: Vec<&domain::Event> =
                             committed.events.iter().filter(|e| e.seq > self.last).collect();
                         // Deliver straight from the commit only if it follows on from

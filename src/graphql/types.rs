@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, Object, Result};
+use async_graphql::{Context, Object, Result};
 
 use super::error::{bad_input, GqlResult};
 use super::scalars::{DateTime, Json, JsonRef};
 use super::{check_text, engine, page_size};
-use crate::domain::{self, Instance, SessionState};
+use crate::domain::{self, Instance, InstanceName, SessionState, SessionUid};
 use crate::store::{EventQuery, EventWindow};
 
 mod event;
@@ -25,29 +25,8 @@ pub use listing::{SessionSummary, StatusCount};
 pub use outcomes::{FireResultObject, TaskClaimObject};
 pub use task::TaskConfigObject;
 
-// The domain's `InstanceStatus` as GraphQL shows it: `remote` derives the
-// conversions both ways (and checks that the variants match).
-/// Where an instance is in its life (docs/concepts.md, "Instances").
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
-#[graphql(name = "InstanceStatus", remote = "domain::InstanceStatus")]
-pub enum InstanceStatus {
-    /// Created by a trigger, waiting for the rest of its `after` set.
-    Unstarted,
-    /// Every `after` trigger fired; handed to its runner.
-    Scheduled,
-    /// A runner started it.
-    Running,
-    /// The job returned a result; its cascade has fired.
-    Finished,
-    /// The job failed (or retried itself).
-    Failed,
-    /// Skipped by the job itself or by an operator.
-    Skipped,
-    /// A failed instance that was replayed as a clone.
-    Replayed,
-    /// Its `unless` set fired before it started.
-    Abandoned,
-}
+/// The GraphQL `InstanceStatus` is the domain's (it derives the enum).
+pub use crate::domain::InstanceStatus;
 
 /// Parses a non-negative `Int` argument.
 pub(super) fn non_negative(value: i64, what: &str) -> Result<u64> {
@@ -156,11 +135,7 @@ impl Session {
             })?,
             None => 0,
         };
-        let statuses: Vec<domain::InstanceStatus> = status
-            .unwrap_or_default()
-            .into_iter()
-            .map(Into::into)
-            .collect();
+        let statuses = status.unwrap_or_default();
         Ok(self
             .state
             .instances()
@@ -258,7 +233,7 @@ impl Session {
             limit,
         };
         let events = engine(ctx)
-            .session_events(self.state.uid(), &query)
+            .session_events(&SessionUid::stored(self.state.uid()), &query)
             .await
             .gql()?;
         Ok(events.into_iter().map(Event::from).collect())
@@ -284,7 +259,7 @@ impl Session {
             return Ok(Session::new(self.state.clone()));
         }
         let state = engine(ctx)
-            .session_as_of(self.state.uid(), version)
+            .session_as_of(&SessionUid::stored(self.state.uid()), version)
             .await
             .gql()?;
         Ok(Session::new(Arc::new(state)))
@@ -366,7 +341,8 @@ impl TaskInstance {
         match &self.source {
             InstanceSource::State(state, _) => Ok(state.task(&inst.task).map(|t| answer(inst, t))),
             InstanceSource::Owned { session, .. } => {
-                let state = engine(ctx).session(session).await.gql()?;
+                let session = SessionUid::stored(session);
+                let state = engine(ctx).session(&session).await.gql()?;
                 Ok(state.task(&inst.task).map(|t| answer(inst, t)))
             }
         }
@@ -406,7 +382,7 @@ impl TaskInstance {
 
     /// Where it is in its life.
     async fn status(&self) -> InstanceStatus {
-        self.inner().status.into()
+        self.inner().status
     }
 
     /// The kwargs of its `after` triggers, keyed by trigger name.
@@ -480,7 +456,10 @@ impl TaskInstance {
         let name = &self.inner().name;
         let state = match &self.source {
             InstanceSource::State(state, _) => state.clone(),
-            InstanceSource::Owned { session, .. } => engine(ctx).session(session).await.gql()?,
+            InstanceSource::Owned { session, .. } => engine(ctx)
+                .session(&SessionUid::stored(session))
+                .await
+                .gql()?,
         };
         Ok(state
             .instances()
@@ -499,7 +478,10 @@ impl TaskInstance {
     /// Every event about this instance, ascending.
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<Event>> {
         let events = engine(ctx)
-            .instance_history(self.session_uid(), &self.inner().name)
+            .instance_history(
+                &SessionUid::stored(self.session_uid()),
+                &InstanceName::stored(&self.inner().name),
+            )
             .await
             .gql()?;
         Ok(self.visible(events))
@@ -513,7 +495,7 @@ impl TaskInstance {
             return Ok(Vec::new());
         }
         let events = engine(ctx)
-            .events_by_seq(self.session_uid(), &seqs)
+            .events_by_seq(&SessionUid::stored(self.session_uid()), &seqs)
             .await
             .gql()?;
         Ok(self.visible(events))

@@ -40,6 +40,20 @@ pub struct RecentSessions<'a> {
     pub first: u32,
 }
 
+/// A page of the instances listing across sessions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstanceQuery<'a> {
+    /// Only instances with one of these statuses (all when empty).
+    pub statuses: &'a [InstanceStatus],
+    /// Only instances of this task.
+    pub task: Option<&'a str>,
+    /// Page size.
+    pub first: u32,
+    /// The `(session, name)` of the last instance of the previous page
+    /// (exclusive): the page continues after it in the listing's order.
+    pub after: Option<(&'a str, &'a str)>,
+}
+
 /// Which of a session's events a browsing read returns.
 #[derive(Debug, Clone, Copy)]
 pub struct EventQuery<'a> {

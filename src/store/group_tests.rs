@@ -106,8 +106,12 @@ async fn a_stale_guard_inside_a_group_fails_alone(store: Arc<dyn Store>, writer:
         (&taken, 1),
         (&lost, 1),
     ] {
-        assert_eq!(store.version(session).await.unwrap(), version, "{session}");
-        let events = store.events(session, 0, None).await.unwrap();
+        assert_eq!(
+            store.version(&uid(session)).await.unwrap(),
+            version,
+            "{session}"
+        );
+        let events = store.events(&uid(session), 0, None).await.unwrap();
         assert_eq!(events.len() as u64, version, "{session}");
         let grouped = events
             .iter()
@@ -116,7 +120,14 @@ async fn a_stale_guard_inside_a_group_fails_alone(store: Arc<dyn Store>, writer:
         let committed = session == &fresh || session == &good;
         assert_eq!(grouped, usize::from(committed), "{session}");
     }
-    let listed = store.instances(&[], Some("t"), 100, None).await.unwrap();
+    let listed = store
+        .instances(InstanceQuery {
+            task: Some("t"),
+            first: 100,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
     let mut listed: Vec<&str> = listed
         .iter()
         .filter(|row| [&fresh, &moved, &taken, &lost, &good].contains(&&row.session))

@@ -17,7 +17,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Event, InstanceStatus};
+use crate::domain::{Event, InstanceName, InstanceStatus, SessionUid};
 
 #[macro_use]
 mod shared;
@@ -38,7 +38,7 @@ pub mod sqlite;
 mod tests;
 
 pub use admin::{Admin, Append, AppendedEvent, PurgeCandidate, PurgeRecord, QueueStat, RawEvent};
-pub use browse::{EventQuery, EventWindow, RecentSessions};
+pub use browse::{EventQuery, EventWindow, InstanceQuery, RecentSessions};
 pub use location::{redact, sqlite_file};
 pub use open::{open, open_with};
 pub use options::{PostgresOptions, SqliteOptions, StoreOptions, Synchronous, DEFAULT_MAX_GROUP};
@@ -334,27 +334,35 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, commit: Commit<'_>) -> StoreResult<()>;
 
     /// The session's current version (0 if never used).
-    async fn version(&self, session: &str) -> StoreResult<u64>;
+    async fn version(&self, session: &SessionUid) -> StoreResult<u64>;
 
     /// Events with seq > `after`, ascending, at most `limit`.
     async fn events(
         &self,
-        session: &str,
+        session: &SessionUid,
         after: u64,
         limit: Option<u64>,
     ) -> StoreResult<Vec<Event>>;
 
     /// The events with these seqs, ascending.
-    async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>>;
+    async fn events_by_seq(&self, session: &SessionUid, seqs: &[u64]) -> StoreResult<Vec<Event>>;
 
     /// Every event naming this instance, ascending.
-    async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>>;
+    async fn instance_events(
+        &self,
+        session: &SessionUid,
+        instance: &InstanceName,
+    ) -> StoreResult<Vec<Event>>;
 
     /// The latest snapshot of a session.
-    async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>>;
+    async fn snapshot(&self, session: &SessionUid) -> StoreResult<Option<StoredSnapshot>>;
 
     /// Saves a snapshot (replacing an older one).
-    async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()>;
+    async fn save_snapshot(
+        &self,
+        session: &SessionUid,
+        snapshot: &StoredSnapshot,
+    ) -> StoreResult<()>;
 
     /// Sessions ordered by UID, after `after`, at most `first`.
     async fn sessions(&self, first: u32, after: Option<&str>) -> StoreResult<Vec<SessionSummary>>;
@@ -373,19 +381,13 @@ pub trait Store: Send + Sync + 'static {
     /// One page of a session's events, filtered by kind and instance, ascending.
     async fn session_events(
         &self,
-        session: &str,
+        session: &SessionUid,
         query: &EventQuery<'_>,
     ) -> StoreResult<Vec<Event>>;
 
     /// Instances across sessions, ordered by (session, created_seq), filtered by
     /// status (any of, when non-empty) and task, after the `(session, name)` cursor.
-    async fn instances(
-        &self,
-        statuses: &[InstanceStatus],
-        task: Option<&str>,
-        first: u32,
-        after: Option<(&str, &str)>,
-    ) -> StoreResult<Vec<InstanceRow>>;
+    async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>>;
 
     /// Queue rows of `queue` claimable at `now` (available, and unleased or
     /// expired), oldest first, at most `limit`.
@@ -418,7 +420,7 @@ pub trait Store: Send + Sync + 'static {
     /// version guard. A writer that keeps losing optimistic races (another
     /// process appending to the same session back to back) re-decides under the
     /// lock instead, which always makes progress.
-    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>>;
+    async fn lock_session(&self, session: &SessionUid) -> StoreResult<Box<dyn LockedSession + '_>>;
 }
 
 /// A write transaction holding one session's write lock ([`Store::lock_session`]).

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::browse::{self, EventQuery, RecentSessions};
+use super::browse::{self, EventQuery, InstanceQuery, RecentSessions};
 use super::codec::{decode_event, decode_instance, decode_queue_entry, to_i64, to_u64, Columns};
 use super::group::{GroupStore, Grouped, Writer};
 use super::options::PostgresOptions;
@@ -27,7 +27,7 @@ use super::{
     group_logs, Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store,
     StoreError, StoreResult, StoredSnapshot,
 };
-use crate::domain::{Event, InstanceStatus};
+use crate::domain::{Event, InstanceName, InstanceStatus, SessionUid};
 
 mod admin;
 mod write;
@@ -176,16 +176,16 @@ impl_store!(PostgresStore, Postgres {
         "postgres"
     }
 
-    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
+    async fn lock_session(&self, session: &SessionUid) -> StoreResult<Box<dyn LockedSession + '_>> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         // No row yet (version 0): nothing to lock; a racing first commit is
         // still caught by the guard's unique key.
         sqlx::query(LOCK_SESSION)
-            .bind(session)
+            .bind(session.as_str())
             .fetch_optional(&mut *tx)
             .await?;
         Ok(Box::new(LockedPg {
-            session: session.to_owned(),
+            session: session.as_str().to_owned(),
             tx,
         }))
     }

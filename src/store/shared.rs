@@ -82,11 +82,8 @@ macro_rules! impl_store {
             browse::group_counts(sessions, rows.collect::<StoreResult<Vec<_>>>()?)
         }
 
-        async fn session_events(
-            &self,
-            session: &str,
-            query: &EventQuery<'_>,
-        ) -> StoreResult<Vec<Event>> {
+        async fn session_events(&self, session: &SessionUid, query: &EventQuery<'_>) -> StoreResult<Vec<Event>> {
+            let session = session.as_str();
             let Some((mut select, reverse)) = browse::session_events::<$db>(session, query)? else {
                 return Ok(Vec::new());
             };
@@ -94,7 +91,8 @@ macro_rules! impl_store {
             browse::decode_events(session, &rows, reverse)
         }
 
-        async fn version(&self, session: &str) -> StoreResult<u64> {
+        async fn version(&self, session: &SessionUid) -> StoreResult<u64> {
+            let session = session.as_str();
             let version: Option<i64> = sqlx::query_scalar(SESSION_VERSION)
                 .bind(session)
                 .fetch_optional(&self.pool)
@@ -102,12 +100,8 @@ macro_rules! impl_store {
             version.map_or(Ok(0), |v| to_u64(v, "session version"))
         }
 
-        async fn events(
-            &self,
-            session: &str,
-            after: u64,
-            limit: Option<u64>,
-        ) -> StoreResult<Vec<Event>> {
+        async fn events(&self, session: &SessionUid, after: u64, limit: Option<u64>) -> StoreResult<Vec<Event>> {
+            let session = session.as_str();
             let rows = sqlx::query(EVENTS_AFTER)
                 .bind(session)
                 .bind(to_i64(after)?)
@@ -117,7 +111,8 @@ macro_rules! impl_store {
             rows.iter().map(|row| decode_event(session, row)).collect()
         }
 
-        async fn events_by_seq(&self, session: &str, seqs: &[u64]) -> StoreResult<Vec<Event>> {
+        async fn events_by_seq(&self, session: &SessionUid, seqs: &[u64]) -> StoreResult<Vec<Event>> {
+            let session = session.as_str();
             let seqs = seqs
                 .iter()
                 .map(|&seq| to_i64(seq))
@@ -141,13 +136,8 @@ macro_rules! impl_store {
             Ok(events)
         }
 
-        async fn instances(
-            &self,
-            statuses: &[InstanceStatus],
-            task: Option<&str>,
-            first: u32,
-            after: Option<(&str, &str)>,
-        ) -> StoreResult<Vec<InstanceRow>> {
+        async fn instances(&self, query: InstanceQuery<'_>) -> StoreResult<Vec<InstanceRow>> {
+            let InstanceQuery { statuses, task, first, after } = query;
             let mut select = QueryBuilder::<$db>::new(INSTANCES);
             if let Some((session, name)) = after {
                 select
@@ -173,7 +163,8 @@ macro_rules! impl_store {
             rows.iter().map(decode_instance).collect()
         }
 
-        async fn instance_events(&self, session: &str, instance: &str) -> StoreResult<Vec<Event>> {
+        async fn instance_events(&self, session: &SessionUid, instance: &InstanceName) -> StoreResult<Vec<Event>> {
+            let (session, instance) = (session.as_str(), instance.as_str());
             let rows = sqlx::query(INSTANCE_EVENTS)
                 .bind(session)
                 .bind(instance)
@@ -182,7 +173,8 @@ macro_rules! impl_store {
             rows.iter().map(|row| decode_event(session, row)).collect()
         }
 
-        async fn snapshot(&self, session: &str) -> StoreResult<Option<StoredSnapshot>> {
+        async fn snapshot(&self, session: &SessionUid) -> StoreResult<Option<StoredSnapshot>> {
+            let session = session.as_str();
             let Some(row) = sqlx::query(SNAPSHOT)
                 .bind(session)
                 .fetch_optional(&self.pool)
@@ -195,7 +187,8 @@ macro_rules! impl_store {
             Ok(Some(StoredSnapshot { version, state }))
         }
 
-        async fn save_snapshot(&self, session: &str, snapshot: &StoredSnapshot) -> StoreResult<()> {
+        async fn save_snapshot(&self, session: &SessionUid, snapshot: &StoredSnapshot) -> StoreResult<()> {
+            let session = session.as_str();
             let _turn = self.snapshot_turn().await?;
             sqlx::query(SAVE_SNAPSHOT)
                 .bind(session)

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::browse::{self, EventQuery, RecentSessions};
+use super::browse::{self, EventQuery, InstanceQuery, RecentSessions};
 use super::codec::{
     decode_event, decode_instance, decode_queue_entry, encode_error, parse_timestamp, timestamp,
     to_i64, to_u64, Columns,
@@ -36,7 +36,7 @@ use super::{
     Commit, InstanceRow, LockedSession, QueueEntry, Rebuilt, SessionSummary, Store, StoreResult,
     StoredSnapshot,
 };
-use crate::domain::{Event, InstanceStatus};
+use crate::domain::{Event, InstanceName, InstanceStatus, SessionUid};
 
 mod admin;
 mod logs;
@@ -171,12 +171,12 @@ impl_store!(SqliteStore, Sqlite {
         "sqlite"
     }
 
-    async fn lock_session(&self, session: &str) -> StoreResult<Box<dyn LockedSession + '_>> {
+    async fn lock_session(&self, session: &SessionUid) -> StoreResult<Box<dyn LockedSession + '_>> {
         // This process's writers first, then the database's write lock.
         let writer = self.write_turn().await?;
         let tx = self.pool.begin_with(BEGIN_WRITE).await?;
         Ok(Box::new(LockedSqlite {
-            session: session.to_owned(),
+            session: session.as_str().to_owned(),
             tx,
             _writer: writer,
         }))

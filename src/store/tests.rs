@@ -10,10 +10,12 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use super::{
-    open, Commit, InstanceRow, QueueEntry, QueueOp, Rebuilt, Store, StoreError, StoreResult,
-    StoredSnapshot,
+    open, Commit, InstanceQuery, InstanceRow, QueueEntry, QueueOp, Rebuilt, Store, StoreError,
+    StoreResult, StoredSnapshot,
 };
-use crate::domain::{Event, EventPayload, InstanceStatus, JsonObject, TriggerRole};
+use crate::domain::{
+    Event, EventPayload, InstanceName, InstanceStatus, JsonObject, SessionUid, TriggerRole,
+};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::testkit::TestDb;
@@ -123,6 +125,25 @@ async fn postgres_backend(test: &str) -> Option<(TestDb, PostgresStore)> {
 /// A name no other test (or earlier run on the same database) uses.
 fn unique(label: &str) -> String {
     format!("{}-{label}", uuid::Uuid::new_v4())
+}
+
+/// The instances listing of one task, at most `first`.
+fn of_task(task: &str, first: u32) -> InstanceQuery<'_> {
+    InstanceQuery {
+        task: Some(task),
+        first,
+        ..InstanceQuery::default()
+    }
+}
+
+/// `name` as the store takes a session uid.
+fn uid(name: &str) -> SessionUid {
+    SessionUid::parse(name).expect("a session uid")
+}
+
+/// `name` as the store takes an instance name.
+fn instance(name: &str) -> InstanceName {
+    InstanceName::parse(name).expect("an instance name")
 }
 
 /// A fixed instant with microseconds, plus `micros`.
@@ -290,11 +311,7 @@ fn assert_conflict(result: StoreResult<()>, session: &str, expected: u64) {
 /// Asserts that no instance row of `task` and no row claimable from `queue`
 /// was written.
 async fn assert_no_rows(store: &dyn Store, task: &str, queue: &str) {
-    assert!(store
-        .instances(&[], Some(task), 10, None)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(store.instances(of_task(task, 10)).await.unwrap().is_empty());
     assert!(store.claimable(queue, at(10), 10).await.unwrap().is_empty());
 }
 

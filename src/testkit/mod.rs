@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod db;
+pub mod names;
 pub mod process;
 
 use std::time::Duration;
@@ -79,7 +80,7 @@ impl TestDb {
     pub async fn engine_configured(&self, session: &str, tasks: Value) -> Engine {
         let engine = self.engine().await;
         engine
-            .configure(session, &tasks)
+            .configure(&names::uid(session), &tasks)
             .await
             .unwrap_or_else(|e| panic!("configure {tasks}: {e}"));
         engine

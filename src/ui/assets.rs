@@ -1,13 +1,18 @@
 //! The files of the web UI, compiled into the binary: our own pages, scripts
 //! and styles (`assets/`) and the third-party code of GraphiQL (`vendor/`,
-//! fetched by `scripts/vendor-ui.sh`). Each answer carries its content type
+//! fetched by `scripts/vendor-ui.sh`), and one module made from the server's
+//! own constants (`assets/kinds.js`: the event kinds, so that the timeline's
+//! filter lists every kind the log can hold). Each answer carries its content type
 //! and an ETag; browsers revalidate (`no-cache`) and get a 304 while the binary
 //! is the same, so a new release never serves stale scripts.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use crate::domain::EVENT_KINDS;
 
 /// One embedded file.
 pub(crate) struct Asset {
@@ -58,9 +63,33 @@ pub(crate) static ASSETS: &[Asset] = &[
     asset!("vendor", "VERSIONS", TEXT),
 ];
 
+/// The path of the generated module of event kinds.
+const KINDS_MODULE: &str = "assets/kinds.js";
+
 /// The asset at `path` (relative to `/ui/`), if any.
 pub(crate) fn find(path: &str) -> Option<&'static Asset> {
+    if path == KINDS_MODULE {
+        return Some(kinds_module());
+    }
     ASSETS.iter().find(|asset| asset.path == path)
+}
+
+/// `assets/kinds.js`: `export const KINDS = [...]`, every event kind in the
+/// order of [`EVENT_KINDS`], made once from it.
+fn kinds_module() -> &'static Asset {
+    static MODULE: OnceLock<Asset> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let kinds = serde_json::to_string(&EVENT_KINDS).expect("strings serialise");
+        let text = format!(
+            "// The event kinds, made by the server from the kinds its log holds.\nexport const KINDS = {kinds};\n"
+        );
+        Asset {
+            path: KINDS_MODULE,
+            content_type: JS,
+            // Made once per process and served for as long as it runs.
+            body: Box::leak(text.into_bytes().into_boxed_slice()),
+        }
+    })
 }
 
 /// The app shell, served for every page of the UI.
@@ -76,23 +105,20 @@ pub(crate) fn graphiql() -> &'static Asset {
 impl Asset {
     /// A strong ETag: FNV-1a of the bytes, computed once per file.
     fn etag(&self) -> &'static str {
-        static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+        static TAGS: OnceLock<HashMap<&'static str, String>> = OnceLock::new();
         let tags = TAGS.get_or_init(|| {
             ASSETS
                 .iter()
+                .chain([kinds_module()])
                 .map(|asset| {
                     let hash = asset.body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
                     });
-                    format!("\"{hash:016x}\"")
+                    (asset.path, format!("\"{hash:016x}\""))
                 })
                 .collect()
         });
-        let index = ASSETS
-            .iter()
-            .position(|asset| std::ptr::eq(asset, self))
-            .expect("an asset of the table");
-        &tags[index]
+        &tags[self.path]
     }
 
     /// The file, or a 304 when the browser already holds this version.

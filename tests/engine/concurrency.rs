@@ -12,6 +12,7 @@ use triggers::engine::FireResult;
 use triggers::Engine;
 
 use crate::support::*;
+use triggers::testkit::names::{self, trigger};
 
 /// Fires `page` with `{"n": n}` for every n, all at once, from spawned tasks.
 async fn fire_pages_at_once(
@@ -26,7 +27,12 @@ async fn fire_pages_at_once(
             let session = session.to_owned();
             tokio::spawn(async move {
                 let result = engine
-                    .fire(&session, "page", obj(json!({"n": n})), None)
+                    .fire(
+                        &names::uid(&session),
+                        &trigger("page"),
+                        obj(json!({"n": n})),
+                        None,
+                    )
                     .await
                     .unwrap_or_else(|e| panic!("fire page {n} on {session}: {e}"));
                 (n, result)
@@ -252,7 +258,12 @@ async fn two_engines_racing_on_one_idempotency_key_apply_it_once(db: TestDb) {
             };
             tokio::spawn(async move {
                 engine
-                    .fire(S, "page", obj(json!({"n": n})), Some("upload-7"))
+                    .fire(
+                        &names::uid(S),
+                        &trigger("page"),
+                        obj(json!({"n": n})),
+                        Some("upload-7"),
+                    )
                     .await
                     .unwrap()
             })
@@ -303,7 +314,7 @@ async fn a_reader_never_sees_an_outcome_without_what_it_caused(db: TestDb) {
                 if round % 7 == 0 {
                     reader.clear_cache();
                 }
-                let st = reader.session(S).await.unwrap();
+                let st = reader.session(&names::uid(S)).await.unwrap();
                 check_one_decision_one_commit(&st);
                 observed += 1;
                 if finished {
@@ -374,7 +385,9 @@ async fn a_second_engine_can_replay_an_instance_the_first_created(db: TestDb) {
     fire_and_settle(&first, S, "a", json!({})).await;
 
     // When an operator's replay reaches the second engine.
-    let clone = second.replay_failed_instance(S, "t#0", None).await;
+    let clone = second
+        .replay_failed_instance(&names::uid(S), &names::instance("t#0"), None)
+        .await;
 
     // Then it acts on the instance as it is in the database.
     let clone = clone.expect("replay through the second engine");
@@ -404,7 +417,9 @@ async fn a_second_engine_acts_on_the_current_status_not_a_cached_one(db: TestDb)
     fire_and_settle(&first, S, "b", json!({})).await;
 
     // When an operator's skip of the now failed instance reaches the second engine.
-    let skipped = second.skip_failed_instance(S, "t#0", false, None).await;
+    let skipped = second
+        .skip_failed_instance(&names::uid(S), &names::instance("t#0"), false, None)
+        .await;
 
     // Then it is skipped, not refused on stale state.
     let skipped = skipped.expect("skip through the second engine");

@@ -5,11 +5,12 @@
 use std::fmt::Debug;
 
 use serde_json::{json, Value};
-use triggers::domain::{DomainError, InstanceStatus};
+use triggers::domain::{DomainError, InstanceStatus, SessionUid, TriggerName};
 use triggers::engine::Error;
 use triggers::Engine;
 
 use crate::support::*;
+use triggers::testkit::names::{self, trigger, uid};
 
 /// The error of a call that had to fail.
 fn refused<T: Debug>(what: &str, result: Result<T, Error>) -> Error {
@@ -22,8 +23,8 @@ fn refused<T: Debug>(what: &str, result: Result<T, Error>) -> Error {
 /// The session's version and event count, to prove nothing was written.
 async fn footprint(engine: &Engine, session: &str) -> (u64, usize) {
     engine.clear_cache();
-    let version = engine.session(session).await.unwrap().version();
-    let events = engine.events(session, 0, None).await.unwrap().len();
+    let version = engine.session(&uid(session)).await.unwrap().version();
+    let events = engine.events(&uid(session), 0, None).await.unwrap().len();
     (version, events)
 }
 
@@ -39,18 +40,22 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
         let errors = [
             refused(
                 "replay",
-                engine.replay_failed_instance(session, name, None).await,
+                engine
+                    .replay_failed_instance(&uid(session), &names::instance(name), None)
+                    .await,
             ),
             refused(
                 "skip",
-                engine.skip_failed_instance(session, name, true, None).await,
+                engine
+                    .skip_failed_instance(&uid(session), &names::instance(name), true, None)
+                    .await,
             ),
             refused(
                 "update status",
                 engine
                     .update_instance_status(
-                        session,
-                        name,
+                        &uid(session),
+                        &names::instance(name),
                         InstanceStatus::Finished,
                         None,
                         true,
@@ -61,12 +66,18 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
             refused(
                 "update metadata",
                 engine
-                    .update_instance_metadata(session, name, json!({"x": 1}))
+                    .update_instance_metadata(
+                        &uid(session),
+                        &names::instance(name),
+                        json!({"x": 1}),
+                    )
                     .await,
             ),
             refused(
                 "logs resolved",
-                engine.mark_instance_logs_resolved(session, name).await,
+                engine
+                    .mark_instance_logs_resolved(&uid(session), &names::instance(name))
+                    .await,
             ),
         ];
         // Then each is NOT_FOUND and names the instance.
@@ -83,7 +94,9 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
         }
     }
     assert!(matches!(
-        engine.instance_causes(S, "t#9").await,
+        engine
+            .instance_causes(&uid(S), &names::instance("t#9"))
+            .await,
         Err(Error::Domain(DomainError::NotFound(_)))
     ));
 
@@ -133,10 +146,17 @@ async fn replaying_or_skipping_an_instance_that_has_not_failed_is_an_invalid_sta
 
     // When each is replayed or skipped.
     for (name, current) in cases {
-        let replay = refused("replay", engine.replay_failed_instance(S, name, None).await);
+        let replay = refused(
+            "replay",
+            engine
+                .replay_failed_instance(&uid(S), &names::instance(name), None)
+                .await,
+        );
         let skip = refused(
             "skip",
-            engine.skip_failed_instance(S, name, false, None).await,
+            engine
+                .skip_failed_instance(&uid(S), &names::instance(name), false, None)
+                .await,
         );
         // Then the refusal is INVALID_STATE and says why.
         for err in [replay, skip] {
@@ -225,7 +245,10 @@ async fn bad_configuration_is_rejected_whole_naming_the_task_and_directive(db: T
             "t_bad": bad.clone(),
             "t_ok": {"after": ["z"], "run": PASSTHRU},
         });
-        let err = refused(&format!("configure {bad}"), engine.configure(S, &doc).await);
+        let err = refused(
+            &format!("configure {bad}"),
+            engine.configure(&uid(S), &doc).await,
+        );
 
         // Then it is BAD_CONFIGURATION, naming the task and the directive.
         assert!(
@@ -264,7 +287,10 @@ async fn a_configuration_that_is_not_an_object_of_tasks_is_rejected(db: TestDb) 
         json!(42),
         json!({"": {"after": [], "run": DEVNULL}}),
     ] {
-        let err = refused(&format!("configure {bad}"), engine.configure(S, &bad).await);
+        let err = refused(
+            &format!("configure {bad}"),
+            engine.configure(&uid(S), &bad).await,
+        );
         assert!(
             matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
             "{bad}: {err:?}"
@@ -287,26 +313,28 @@ async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: Test
     for bad in [json!([1]), json!("text"), json!(3), json!(true)] {
         errors.push(refused(
             "fire",
-            engine.fire_json(S, "a", Some(bad.clone()), None).await,
+            engine
+                .fire_json(&uid(S), &trigger("a"), Some(bad.clone()), None)
+                .await,
         ));
         errors.push(refused(
             "replay",
             engine
-                .replay_failed_instance(S, "t#0", Some(bad.clone()))
+                .replay_failed_instance(&uid(S), &names::instance("t#0"), Some(bad.clone()))
                 .await,
         ));
         errors.push(refused(
             "skip",
             engine
-                .skip_failed_instance(S, "t#0", true, Some(bad.clone()))
+                .skip_failed_instance(&uid(S), &names::instance("t#0"), true, Some(bad.clone()))
                 .await,
         ));
         errors.push(refused(
             "status metadata",
             engine
                 .update_instance_status(
-                    S,
-                    "t_ok#0",
+                    &uid(S),
+                    &names::instance("t_ok#0"),
                     InstanceStatus::Failed,
                     Some(bad.clone()),
                     false,
@@ -318,8 +346,8 @@ async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: Test
             "cascade kwargs",
             engine
                 .update_instance_status(
-                    S,
-                    "t_ok#0",
+                    &uid(S),
+                    &names::instance("t_ok#0"),
                     InstanceStatus::Finished,
                     None,
                     true,
@@ -330,7 +358,7 @@ async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: Test
         errors.push(refused(
             "metadata",
             engine
-                .update_instance_metadata(S, "t_ok#0", bad.clone())
+                .update_instance_metadata(&uid(S), &names::instance("t_ok#0"), bad.clone())
                 .await,
         ));
     }
@@ -356,28 +384,29 @@ async fn an_empty_session_uid_or_trigger_name_is_bad_input(db: TestDb) {
     configure(&engine, S, json!({"t": {"after": ["a"], "run": DEVNULL}})).await;
     let before = footprint(&engine, S).await;
 
+    // An empty name is refused where it is parsed, before any engine call.
     let errors = [
         refused(
             "fire with no session",
-            engine.fire_json("", "a", None, None).await,
+            SessionUid::parse("").map_err(Error::from),
         ),
         refused(
             "fire with no trigger",
-            engine.fire_json(S, "", None, None).await,
+            TriggerName::parse("").map_err(Error::from),
         ),
         refused(
             "configure with no session",
-            engine
-                .configure("", &json!({"t": {"after": [], "run": DEVNULL}}))
-                .await,
+            SessionUid::parse("").map_err(Error::from),
         ),
         refused(
             "replay with no session",
-            engine.replay_failed_instance("", "t#0", None).await,
+            SessionUid::parse("").map_err(Error::from),
         ),
         refused(
             "empty idempotency key",
-            engine.fire_json(S, "a", None, Some("")).await,
+            engine
+                .fire_json(&uid(S), &trigger("a"), None, Some(""))
+                .await,
         ),
     ];
 
@@ -409,19 +438,19 @@ async fn a_refused_command_leaves_the_session_usable(db: TestDb) {
         .await;
     fire_and_settle(&engine, S, "page", json!({"n": 0})).await;
     let _ = engine
-        .replay_failed_instance(S, "t#0", None)
+        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
         .await
         .unwrap_err();
     let _ = engine
-        .configure(S, &json!({"t": {"run": 1}}))
+        .configure(&uid(S), &json!({"t": {"run": 1}}))
         .await
         .unwrap_err();
     let _ = engine
-        .fire_json(S, "page", Some(json!([])), None)
+        .fire_json(&uid(S), &trigger("page"), Some(json!([])), None)
         .await
         .unwrap_err();
     let _ = engine
-        .update_instance_metadata(S, "t#7", json!({}))
+        .update_instance_metadata(&uid(S), &names::instance("t#7"), json!({}))
         .await
         .unwrap_err();
 

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::json;
-use triggers::domain::InstanceStatus;
+use triggers::domain::{InstanceName, InstanceStatus, SessionUid};
 use triggers::engine::{FinalizeSession, FireResult, Hook};
 use triggers::Engine;
 
 use crate::support::*;
+use triggers::testkit::names::{self, trigger, uid};
 
 const FINALIZED: &str = "sessionFinalized";
 
@@ -131,7 +132,7 @@ async fn a_session_is_finalized_once_its_last_failure_is_skipped(db: TestDb) {
 
     // When an operator skips the failure (without cascade).
     engine
-        .skip_failed_instance(S, "t_bad#0", false, None)
+        .skip_failed_instance(&uid(S), &names::instance("t_bad#0"), false, None)
         .await
         .unwrap();
     settle(&engine).await;
@@ -165,7 +166,7 @@ async fn a_session_is_finalized_once_its_last_failure_is_replayed_successfully(d
     .await;
 
     engine
-        .replay_failed_instance(S, "t_bad#0", None)
+        .replay_failed_instance(&uid(S), &names::instance("t_bad#0"), None)
         .await
         .unwrap();
     settle(&engine).await;
@@ -204,8 +205,8 @@ async fn a_session_is_finalized_once_an_operator_finishes_its_last_task(db: Test
     // When an operator marks it finished (without cascade).
     engine
         .update_instance_status(
-            S,
-            "t_external#0",
+            &uid(S),
+            &names::instance("t_external#0"),
             InstanceStatus::Finished,
             None,
             false,
@@ -285,7 +286,7 @@ struct Recorder(Arc<Mutex<Vec<String>>>);
 
 #[async_trait]
 impl Hook for Recorder {
-    async fn after_fire(&self, _engine: &Engine, session: &str, fire: &FireResult) {
+    async fn after_fire(&self, _engine: &Engine, session: &SessionUid, fire: &FireResult) {
         let line = format!(
             "{session} fire {} scheduled {:?}",
             fire.trigger, fire.scheduled
@@ -293,14 +294,20 @@ impl Hook for Recorder {
         self.0.lock().unwrap().push(line);
     }
 
-    async fn after_replay(&self, _engine: &Engine, session: &str, failed: &str, clone: &str) {
+    async fn after_replay(
+        &self,
+        _engine: &Engine,
+        session: &SessionUid,
+        failed: &InstanceName,
+        clone: &InstanceName,
+    ) {
         self.0
             .lock()
             .unwrap()
             .push(format!("{session} replay {failed} as {clone}"));
     }
 
-    async fn after_skip(&self, _engine: &Engine, session: &str, instance: &str) {
+    async fn after_skip(&self, _engine: &Engine, session: &SessionUid, instance: &InstanceName) {
         self.0
             .lock()
             .unwrap()
@@ -322,21 +329,24 @@ async fn a_hook_hears_every_committed_fire_replay_and_skip(db: TestDb) {
 
     // When triggers fire, an instance is replayed, one skips itself, one is skipped.
     fire_and_settle(&engine, S, "a", json!({})).await;
-    engine.replay_failed_instance(S, "t#0", None).await.unwrap();
+    engine
+        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
+        .await
+        .unwrap();
     settle(&engine).await;
     fire_and_settle(&engine, S, "b", json!({})).await;
     engine
-        .skip_failed_instance(S, "t#1", true, None)
+        .skip_failed_instance(&uid(S), &names::instance("t#1"), true, None)
         .await
         .unwrap();
     settle(&engine).await;
     // A duplicate fire is not a commit.
     engine
-        .fire(S, "c", obj(json!({})), Some("k"))
+        .fire(&uid(S), &trigger("c"), obj(json!({})), Some("k"))
         .await
         .unwrap();
     engine
-        .fire(S, "c", obj(json!({})), Some("k"))
+        .fire(&uid(S), &trigger("c"), obj(json!({})), Some("k"))
         .await
         .unwrap();
 

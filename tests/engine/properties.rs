@@ -17,6 +17,7 @@ use triggers::domain::{InstanceStatus, SessionState};
 use triggers::Engine;
 
 use crate::support::*;
+use triggers::testkit::names::{self, uid};
 
 const ALPHABET: [&str; 4] = ["a", "b", "c", "d"];
 const HANDLERS: [&str; 3] = [DEVNULL, FAILING, PASSTHRU];
@@ -107,11 +108,19 @@ async fn play(engine: &Engine, tasks: &[TaskSpec], ops: &[Op]) {
                 let name = failed.name.clone();
                 if let Op::SkipFirstFailed { cascade } = op {
                     engine
-                        .skip_failed_instance(S, &name, *cascade, Some(json!({"skipped": name})))
+                        .skip_failed_instance(
+                            &uid(S),
+                            &names::instance(&name),
+                            *cascade,
+                            Some(json!({"skipped": name})),
+                        )
                         .await
                         .unwrap();
                 } else {
-                    engine.replay_failed_instance(S, &name, None).await.unwrap();
+                    engine
+                        .replay_failed_instance(&uid(S), &names::instance(&name), None)
+                        .await
+                        .unwrap();
                 }
             }
         }

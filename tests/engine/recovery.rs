@@ -11,6 +11,7 @@ use triggers::engine::{EngineOptions, Job, Outcome};
 use triggers::Engine;
 
 use crate::support::*;
+use triggers::testkit::names::{self, trigger, uid};
 
 /// The two tasks the doomed process runs: their handler never returns there.
 fn doomed_tasks() -> serde_json::Value {
@@ -132,7 +133,7 @@ async fn clearing_the_cache_changes_nothing_observable(db: TestDb) {
     )
     .await;
     engine
-        .fire(S, "page", obj(json!({"n": 1})), Some("k1"))
+        .fire(&uid(S), &trigger("page"), obj(json!({"n": 1})), Some("k1"))
         .await
         .unwrap();
     fire_and_settle(&engine, S, "a", json!({})).await;
@@ -145,14 +146,14 @@ async fn clearing_the_cache_changes_nothing_observable(db: TestDb) {
     let reloaded = state(&engine, S).await;
     assert!(*reloaded == *before, "the reloaded state differs");
     let duplicate = engine
-        .fire(S, "page", obj(json!({"n": 1})), Some("k1"))
+        .fire(&uid(S), &trigger("page"), obj(json!({"n": 1})), Some("k1"))
         .await
         .unwrap();
     assert!(duplicate.duplicate, "idempotency keys survive the reload");
     fire_and_settle(&engine, S, "page", json!({"n": 2})).await;
     engine.clear_cache();
     engine
-        .replay_failed_instance(S, "t_fail#0", None)
+        .replay_failed_instance(&uid(S), &names::instance("t_fail#0"), None)
         .await
         .unwrap();
     settle(&engine).await;
@@ -344,7 +345,11 @@ async fn a_command_dropped_mid_commit_leaves_nothing_in_the_cache(db: TestDb) {
     };
     let firing = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.fire(S, "go", obj(json!({})), None).await })
+        tokio::spawn(async move {
+            engine
+                .fire(&uid(S), &trigger("go"), obj(json!({})), None)
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!firing.is_finished(), "the fire waits for the database");

@@ -12,6 +12,7 @@ use triggers::domain::{Event, Instance, InstanceStatus, JsonObject, SessionState
 use triggers::engine::FireResult;
 use triggers::Engine;
 
+use triggers::testkit::names::{self, uid};
 pub(crate) use triggers::testkit::*;
 
 /// Fails a test that hangs instead of letting it block the suite.
@@ -46,7 +47,10 @@ pub(crate) async fn wait_for_within(
 ) -> Arc<SessionState> {
     let deadline = Instant::now() + patience;
     loop {
-        let state = engine.session(session).await.expect("read the session");
+        let state = engine
+            .session(&uid(session))
+            .await
+            .expect("read the session");
         if ready(&state) {
             return state;
         }
@@ -71,7 +75,7 @@ pub(crate) fn obj(value: Value) -> JsonObject {
 /// Configures `tasks` on `session`, which must succeed.
 pub(crate) async fn configure(engine: &Engine, session: &str, tasks: Value) -> u64 {
     engine
-        .configure(session, &tasks)
+        .configure(&uid(session), &tasks)
         .await
         .unwrap_or_else(|e| panic!("configure {tasks}: {e}"))
 }
@@ -84,7 +88,7 @@ pub(crate) async fn fire(
     kwargs: Value,
 ) -> FireResult {
     engine
-        .fire(session, trigger, obj(kwargs), None)
+        .fire(&uid(session), &names::trigger(trigger), obj(kwargs), None)
         .await
         .unwrap_or_else(|e| panic!("fire {trigger}: {e}"))
 }
@@ -103,13 +107,16 @@ pub(crate) async fn fire_and_settle(
 
 /// The current state of `session`.
 pub(crate) async fn state(engine: &Engine, session: &str) -> Arc<SessionState> {
-    engine.session(session).await.expect("read the session")
+    engine
+        .session(&uid(session))
+        .await
+        .expect("read the session")
 }
 
 /// Every event of `session`.
 pub(crate) async fn events(engine: &Engine, session: &str) -> Vec<Event> {
     engine
-        .events(session, 0, None)
+        .events(&uid(session), 0, None)
         .await
         .expect("read the events")
 }

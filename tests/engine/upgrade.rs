@@ -23,12 +23,14 @@ use triggers::domain::event::PAYLOAD_FORMAT;
 use triggers::domain::state::timestamp;
 use triggers::domain::{Event, EventPayload, InstanceStatus, Runner, SessionState};
 use triggers::engine::{Claim, EngineOptions, WorkerFailure};
+use triggers::store::InstanceQuery;
 use triggers::Engine;
 
 use crate::support::{
     about, configure, events, fire_and_settle, obj, settle, state, status, test_options, Backend,
     TestDb, DEVNULL, PASSTHRU, PATIENCE, SELF_SKIPPING,
 };
+use triggers::testkit::names::{instance, trigger, uid};
 
 /// The session of the fixture.
 const FIXTURE_SESSION: &str = "questionnaire:42";
@@ -334,7 +336,7 @@ async fn a_session_logged_in_format_1_loads_into_the_state_that_build_folded(db:
     assert_eq!(st.version(), version);
     // ...also as of that version, and after every projection is rebuilt from it.
     let as_of = engine
-        .session_as_of(FIXTURE_SESSION, version)
+        .session_as_of(&uid(FIXTURE_SESSION), version)
         .await
         .unwrap();
     assert_eq!(state_view(&as_of), expected);
@@ -347,7 +349,10 @@ async fn a_session_logged_in_format_1_loads_into_the_state_that_build_folded(db:
     );
     // The listings (the rebuilt projection rows) show the same instances.
     let listed: Vec<(String, &str)> = engine
-        .instances(&[], None, 100, None)
+        .instances(InstanceQuery {
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap()
         .iter()
@@ -429,7 +434,7 @@ async fn format_1_events_read_back_upcast_with_the_runner_spelled_as_using(db: T
     );
     // An instance's history (looked up by the stored `instance` column) is upcast too.
     let history = engine
-        .instance_history(FIXTURE_SESSION, "t_archive#1")
+        .instance_history(&uid(FIXTURE_SESSION), &instance("t_archive#1"))
         .await
         .unwrap();
     assert_eq!(
@@ -511,7 +516,7 @@ async fn a_format_1_session_goes_on_in_the_current_format_after_the_old_events(d
     );
     assert_eq!(SessionState::fold(FIXTURE_SESSION, &read).unwrap(), *live);
     let as_of_old = engine
-        .session_as_of(FIXTURE_SESSION, old as u64)
+        .session_as_of(&uid(FIXTURE_SESSION), old as u64)
         .await
         .unwrap();
     assert_eq!(state_view(&as_of_old), expected);
@@ -574,7 +579,7 @@ async fn freeze_a_log_of_the_current_payload_format() {
         .await;
     run_the_fixture_session(&engine).await;
 
-    let state = engine.session(FIXTURE_SESSION).await.unwrap();
+    let state = engine.session(&uid(FIXTURE_SESSION)).await.unwrap();
     let rows = dump_rows(&db.url, FIXTURE_SESSION).await;
     assert_eq!(rows.len() as u64, state.version());
     assert!(rows.iter().all(|r| r.format == PAYLOAD_FORMAT));
@@ -633,8 +638,8 @@ async fn run_the_fixture_session(engine: &Engine) {
     let subject = json!({"subject": {"id": 42}, "browser": "Firefox"});
     engine
         .fire(
-            s,
-            "firstPageReceived",
+            &uid(s),
+            &trigger("firstPageReceived"),
             obj(subject),
             Some(IDEMPOTENCY_KEYS[0]),
         )
@@ -643,8 +648,8 @@ async fn run_the_fixture_session(engine: &Engine) {
     settle(engine).await;
     engine
         .fire(
-            s,
-            "pageReceived",
+            &uid(s),
+            &trigger("pageReceived"),
             obj(json!({"page": 1, "responses": [1, 2]})),
             None,
         )
@@ -653,7 +658,12 @@ async fn run_the_fixture_session(engine: &Engine) {
     settle(engine).await;
     // Scores (inline, cascading to the worker tasks) and abandons the reminder.
     engine
-        .fire(s, "questionnaireComplete", obj(json!({"at": "noon"})), None)
+        .fire(
+            &uid(s),
+            &trigger("questionnaireComplete"),
+            obj(json!({"at": "noon"})),
+            None,
+        )
         .await
         .unwrap();
     settle(engine).await;
@@ -722,25 +732,29 @@ async fn run_the_fixture_session(engine: &Engine) {
     // An operator looks at the failure, replays it with other kwargs (left
     // scheduled in `archive`), annotates a result and overrides a self-skip.
     engine
-        .mark_instance_logs_resolved(s, "t_archive#0")
+        .mark_instance_logs_resolved(&uid(s), &instance("t_archive#0"))
         .await
         .unwrap();
     engine
         .replay_failed_instance(
-            s,
-            "t_archive#0",
+            &uid(s),
+            &instance("t_archive#0"),
             Some(json!({"t_exportResults": {"url": "s3://cold/42.parquet"}})),
         )
         .await
         .unwrap();
     engine
-        .update_instance_metadata(s, "t_scoreResponses#0", json!({"review": {"by": "dr.who"}}))
+        .update_instance_metadata(
+            &uid(s),
+            &instance("t_scoreResponses#0"),
+            json!({"review": {"by": "dr.who"}}),
+        )
         .await
         .unwrap();
     engine
         .update_instance_status(
-            s,
-            "t_checkBrowser#0",
+            &uid(s),
+            &instance("t_checkBrowser#0"),
             InstanceStatus::Finished,
             Some(json!({"result": {"browser": "Firefox"}})),
             false,

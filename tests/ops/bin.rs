@@ -129,7 +129,10 @@ pub(crate) async fn everything(app: &TestApp) -> Vec<Value> {
 /// The version of `session` in the database at `url`, read by a store of its own.
 pub(crate) async fn version(url: &str, session: &str) -> u64 {
     let store = triggers::store::open(url).await.expect("open the store");
-    store.version(session).await.expect("a version")
+    store
+        .version(&triggers::testkit::names::uid(session))
+        .await
+        .expect("a version")
 }
 
 /// Starts a server over `url` (a second database of a test).

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use triggers::testkit::names::uid;
 use triggers::testkit::{spawn_app, spawn_app_with_token, TestApp, TestDb, PASSTHRU, PATIENCE, S};
 
 on_both_backends!(
@@ -72,7 +73,7 @@ async fn metrics_count_a_known_workload_exactly(db: TestDb) {
     assert_eq!(claimed["claimTasks"].as_array().unwrap().len(), 1);
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let state = app.engine.session(S).await.unwrap();
+        let state = app.engine.session(&uid(S)).await.unwrap();
         let status = state.instance("t_mail#0").map(|i| i.status);
         if status == Some(triggers::domain::InstanceStatus::Scheduled) {
             break;
@@ -98,7 +99,7 @@ async fn metrics_count_a_known_workload_exactly(db: TestDb) {
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
-    let version = app.engine.session(S).await.unwrap().version();
+    let version = app.engine.session(&uid(S)).await.unwrap().version();
     assert_eq!(
         must(&text, "triggers_fires_total"),
         4.0,

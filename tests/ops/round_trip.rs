@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use triggers::testkit::names::uid;
 use triggers::testkit::{spawn_app, TestDb};
 
 use crate::bin::{
@@ -301,16 +302,16 @@ async fn an_append_on_a_session_that_moved_conflicts_and_writes_nothing(db: Test
         events: events[from..].to_vec(),
     };
     admin.append(&[append(0, 0)]).await.unwrap();
-    assert_eq!(store.version("questionnaire:42").await.unwrap(), 3);
+    assert_eq!(store.version(&uid("questionnaire:42")).await.unwrap(), 3);
     // As if another writer had got there first, for a first and a later append.
     for stale in [append(0, 0), append(1, 1)] {
         let err = admin.append(&[stale]).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     }
-    assert_eq!(store.version("questionnaire:42").await.unwrap(), 3);
+    assert_eq!(store.version(&uid("questionnaire:42")).await.unwrap(), 3);
     assert_eq!(
         store
-            .events("questionnaire:42", 0, None)
+            .events(&uid("questionnaire:42"), 0, None)
             .await
             .unwrap()
             .len(),

@@ -9,18 +9,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use serde_json::{json, Map, Number, Value};
 
+// The directive names `parse_task` interprets; anything else is an extra.
+use super::diagnostics::DIRECTIVES;
 use super::*;
-
-/// Directive names `parse_task` interprets; anything else is an extra.
-const DIRECTIVES: [&str; 7] = [
-    "after",
-    "run",
-    "andEvery",
-    "unless",
-    "withParams",
-    "using",
-    "maxRetries",
-];
 
 fn runner(cases: u32) -> TestRunner {
     let seed = std::env::var("TRIGGERS_FUZZ_SEED")

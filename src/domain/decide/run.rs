@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{
-    instance_name, invalid, Decider, Failure, FireOutcome, StartedJob, DEFAULT_FAILURE_LOG_LEVEL,
+    invalid, Decider, Failure, FireOutcome, StartedJob, DEFAULT_FAILURE_LOG_LEVEL,
     DEFAULT_SUCCESS_LOG_LEVEL, MAX_RETRIES_EXCEEDED, RETRY_LOG_LEVEL,
 };
 use crate::domain::merge::deep_merge;
-use crate::domain::{DomainError, EventPayload, InstanceStatus, JsonObject};
+use crate::domain::{DomainError, EventPayload, InstanceName, InstanceStatus, JsonObject};
 
 impl Decider<'_> {
     /// A runner starts a scheduled instance (or re-runs a running one whose lease
@@ -172,7 +172,10 @@ impl Decider<'_> {
     ) -> Result<String, DomainError> {
         let inst = self.instance(instance)?;
         let task = self.task_of(inst)?;
-        let clone = instance_name(&inst.task, self.state.instance_count(&inst.task));
+        let clone = String::from(InstanceName::numbered(
+            &inst.task,
+            self.state.instance_count(&inst.task),
+        ));
         let (kwargs, kwargs_sources) = match &replacement_kwargs {
             Some(replacement) => (replacement.clone(), BTreeMap::new()),
             None => (inst.kwargs.clone(), inst.kwargs_sources.clone()),

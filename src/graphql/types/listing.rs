@@ -25,7 +25,7 @@ impl StatusCount {
             .into_iter()
             .filter(|(_, count)| *count > 0)
             .map(|(status, count)| StatusCount {
-                status: status.into(),
+                status,
                 count: int(count),
             })
             .collect()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Object, Result, SimpleObject};
 
 use super::{Event, Session, TaskInstance};
-use crate::domain::{self, SessionState};
+use crate::domain::{self, SessionState, SessionUid};
 use crate::engine::Claim;
 use crate::graphql::engine;
 use crate::graphql::error::GqlResult;
@@ -38,7 +38,12 @@ impl FireResultObject {
 
     async fn state(&self, ctx: &Context<'_>) -> Result<&Arc<SessionState>> {
         self.state
-            .get_or_try_init(|| async { engine(ctx).session(&self.uid).await.gql() })
+            .get_or_try_init(|| async {
+                engine(ctx)
+                    .session(&SessionUid::stored(&self.uid))
+                    .await
+                    .gql()
+            })
             .await
     }
 

@@ -24,14 +24,14 @@ async fn an_in_memory_database_is_one_database_across_tasks() {
     let reads = (0..8).map(|_| {
         let store = store.clone();
         let session = session.clone();
-        tokio::spawn(async move { store.version(&session).await.unwrap() })
+        tokio::spawn(async move { store.version(&uid(&session)).await.unwrap() })
     });
     for read in futures::future::join_all(reads).await {
         assert_eq!(read.unwrap(), 1);
     }
     // Two stores opened on `sqlite::memory:` are two databases.
     let other = open("sqlite::memory:").await.unwrap();
-    assert_eq!(other.version(&session).await.unwrap(), 0);
+    assert_eq!(other.version(&uid(&session)).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -49,7 +49,7 @@ async fn sqlite_urls_name_relative_absolute_and_plain_paths() {
     assert!(plain.exists());
     // Reopening finds the data (and the migrations already applied).
     let again = open(&format!("sqlite://{}", abs.display())).await.unwrap();
-    assert_eq!(again.version("s").await.unwrap(), 1);
+    assert_eq!(again.version(&uid("s")).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -62,7 +62,7 @@ async fn a_corrupt_sqlite_event_row_is_reported_with_its_session_and_seq() {
     .execute(store.pool())
     .await
     .unwrap();
-    assert_corrupt(store.events("s", 0, None).await, "\"s\"", "event 1");
+    assert_corrupt(store.events(&uid("s"), 0, None).await, "\"s\"", "event 1");
     // Rows are append-only: the database refuses to change them.
     assert!(sqlx::query("UPDATE events SET kind = 'TriggerFired'")
         .execute(store.pool())
@@ -91,7 +91,11 @@ async fn a_corrupt_postgres_event_row_is_reported_with_its_session_and_seq() {
     .execute(store.pool())
     .await
     .unwrap();
-    assert_corrupt(store.events(&session, 0, None).await, &session, "event 1");
+    assert_corrupt(
+        store.events(&uid(&session), 0, None).await,
+        &session,
+        "event 1",
+    );
     assert!(
         sqlx::query("UPDATE events SET kind = 'X' WHERE session = $1")
             .bind(&session)
@@ -132,7 +136,7 @@ async fn a_seq_taken_behind_the_sqlite_guards_back_is_still_a_conflict() {
         "s",
         1,
     );
-    assert_eq!(store.version("s").await.unwrap(), 1);
+    assert_eq!(store.version(&uid("s")).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -160,5 +164,5 @@ async fn a_seq_taken_behind_the_postgres_guards_back_is_still_a_conflict() {
         &session,
         1,
     );
-    assert_eq!(store.version(&session).await.unwrap(), 1);
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 1);
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{append, fired, instance_row, two_pages, unique};
+use super::{append, fired, instance_row, two_pages, uid, unique};
 use crate::domain::InstanceStatus;
 use crate::store::{Commit, EventQuery, EventWindow, RecentSessions, SessionSummary, Store};
 
@@ -170,7 +170,7 @@ pub(super) async fn session_events_are_filtered_by_kind_and_instance_and_paged_b
                 up_to,
                 limit,
             };
-            store.session_events(&session, &query).await.unwrap()
+            store.session_events(&uid(&session), &query).await.unwrap()
         }
     };
     let seqs = |events: Vec<crate::domain::Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();

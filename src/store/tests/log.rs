@@ -18,7 +18,7 @@ pub(super) async fn appended_events_read_back_byte_identical(store: Arc<dyn Stor
     events[1].at = Utc.with_ymd_and_hms(1999, 12, 31, 0, 0, 0).unwrap() + Duration::microseconds(1);
     append(&*store, &session, 0, &events).await.unwrap();
 
-    let read = store.events(&session, 0, None).await.unwrap();
+    let read = store.events(&uid(&session), 0, None).await.unwrap();
     assert_eq!(read, events);
     for (read, written) in read.iter().zip(&events) {
         assert_eq!(data_text(read), data_text(written));
@@ -40,7 +40,7 @@ pub(super) async fn appended_events_read_back_byte_identical(store: Arc<dyn Stor
         ["yankee", "bravo", "é"]
     );
     assert_eq!(read[1].caused_by, Some(1));
-    assert_eq!(store.version(&session).await.unwrap(), 2);
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 2);
 
     let listed = store
         .sessions(1, Some(&session[..session.len() - 1]))
@@ -81,8 +81,8 @@ pub(super) async fn a_stale_first_append_conflicts_and_writes_nothing(store: Arc
         .await;
     assert_conflict(result, &session, 0);
 
-    assert_eq!(store.events(&session, 0, None).await.unwrap(), winner);
-    assert_eq!(store.version(&session).await.unwrap(), 1);
+    assert_eq!(store.events(&uid(&session), 0, None).await.unwrap(), winner);
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 1);
     assert_no_rows(&*store, &task, &queue).await;
 }
 
@@ -133,8 +133,8 @@ pub(super) async fn a_stale_later_append_conflicts_and_writes_nothing(store: Arc
         7,
     );
 
-    assert_eq!(store.version(&session).await.unwrap(), 3);
-    assert_eq!(store.events(&session, 2, None).await.unwrap(), winner);
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 3);
+    assert_eq!(store.events(&uid(&session), 2, None).await.unwrap(), winner);
     assert_no_rows(&*store, &queue, &queue).await;
 }
 
@@ -151,14 +151,14 @@ pub(super) async fn of_two_concurrent_commits_at_one_version_exactly_one_wins(
             append(&*store, &session, version, &a),
             append(&*store, &session, version, &b)
         );
-        let stored = store.events(&session, version, None).await.unwrap();
+        let stored = store.events(&uid(&session), version, None).await.unwrap();
         match (ra, rb) {
             (Ok(()), Err(StoreError::Conflict { .. })) => assert_eq!(stored, a),
             (Err(StoreError::Conflict { .. }), Ok(())) => assert_eq!(stored, b),
             other => panic!("round {round}: expected exactly one winner, got {other:?}"),
         }
         version = seq;
-        assert_eq!(store.version(&session).await.unwrap(), version);
+        assert_eq!(store.version(&uid(&session)).await.unwrap(), version);
     }
 }
 
@@ -174,7 +174,7 @@ pub(super) async fn concurrent_writers_retrying_on_conflict_lose_no_append(store
             for append_no in 0..APPENDS {
                 loop {
                     // Re-read the version, as the engine re-decides on fresh state.
-                    let version = store.version(&session).await.unwrap();
+                    let version = store.version(&uid(&session)).await.unwrap();
                     let event = fired(
                         version + 1,
                         "page",
@@ -193,13 +193,13 @@ pub(super) async fn concurrent_writers_retrying_on_conflict_lose_no_append(store
     for writer in futures::future::join_all(writers).await {
         writer.unwrap();
     }
-    let events = store.events(&session, 0, None).await.unwrap();
+    let events = store.events(&uid(&session), 0, None).await.unwrap();
     let total = (WRITERS * APPENDS) as u64;
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=total).collect::<Vec<_>>()
     );
-    assert_eq!(store.version(&session).await.unwrap(), total);
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), total);
     for writer in 0..WRITERS {
         let mine: Vec<_> = events
             .iter()
@@ -222,19 +222,22 @@ pub(super) async fn events_are_paged_by_seq(store: Arc<dyn Store>) {
     append(&*store, &session, 0, &events[..3]).await.unwrap();
     append(&*store, &session, 3, &events[3..]).await.unwrap();
 
-    assert_eq!(store.events(&session, 0, None).await.unwrap(), events);
+    assert_eq!(store.events(&uid(&session), 0, None).await.unwrap(), events);
     assert_eq!(
-        store.events(&session, 2, Some(3)).await.unwrap(),
+        store.events(&uid(&session), 2, Some(3)).await.unwrap(),
         events[2..5]
     );
     assert_eq!(
-        store.events(&session, 5, Some(100)).await.unwrap(),
+        store.events(&uid(&session), 5, Some(100)).await.unwrap(),
         events[5..]
     );
-    assert_eq!(store.events(&session, 0, Some(0)).await.unwrap(), []);
-    assert_eq!(store.events(&session, 7, None).await.unwrap(), []);
+    assert_eq!(store.events(&uid(&session), 0, Some(0)).await.unwrap(), []);
+    assert_eq!(store.events(&uid(&session), 7, None).await.unwrap(), []);
     assert_eq!(
-        store.events(&session, 0, Some(u64::MAX)).await.unwrap(),
+        store
+            .events(&uid(&session), 0, Some(u64::MAX))
+            .await
+            .unwrap(),
         events
     );
 }
@@ -245,31 +248,46 @@ pub(super) async fn events_are_found_by_seq_and_by_instance(store: Arc<dyn Store
     append(&*store, &session, 0, &events).await.unwrap();
 
     let by_seq = store
-        .events_by_seq(&session, &[6, 1, 4, 4, 99])
+        .events_by_seq(&uid(&session), &[6, 1, 4, 4, 99])
         .await
         .unwrap();
     assert_eq!(
         by_seq,
         [events[0].clone(), events[3].clone(), events[5].clone()]
     );
-    assert_eq!(store.events_by_seq(&session, &[]).await.unwrap(), []);
+    assert_eq!(store.events_by_seq(&uid(&session), &[]).await.unwrap(), []);
     let many: Vec<u64> = (1..=2500).collect();
-    assert_eq!(store.events_by_seq(&session, &many).await.unwrap(), events);
+    assert_eq!(
+        store.events_by_seq(&uid(&session), &many).await.unwrap(),
+        events
+    );
 
-    let of_a = store.instance_events(&session, "a#0").await.unwrap();
+    let of_a = store
+        .instance_events(&uid(&session), &instance("a#0"))
+        .await
+        .unwrap();
     assert_eq!(
         of_a,
         [events[1].clone(), events[2].clone(), events[5].clone()]
     );
     assert_eq!(
-        store.instance_events(&session, "b#0").await.unwrap(),
+        store
+            .instance_events(&uid(&session), &instance("b#0"))
+            .await
+            .unwrap(),
         [events[3].clone()]
     );
-    assert_eq!(store.instance_events(&session, "c#0").await.unwrap(), []);
+    assert_eq!(
+        store
+            .instance_events(&uid(&session), &instance("c#0"))
+            .await
+            .unwrap(),
+        []
+    );
     // Another session's instance of the same name is not mixed in.
     assert_eq!(
         store
-            .instance_events(&unique("other"), "a#0")
+            .instance_events(&uid(&unique("other")), &instance("a#0"))
             .await
             .unwrap(),
         []
@@ -278,14 +296,17 @@ pub(super) async fn events_are_found_by_seq_and_by_instance(store: Arc<dyn Store
 
 pub(super) async fn an_unused_session_is_empty(store: Arc<dyn Store>) {
     let session = unique("unused");
-    assert_eq!(store.version(&session).await.unwrap(), 0);
-    assert_eq!(store.events(&session, 0, None).await.unwrap(), []);
-    assert_eq!(store.events_by_seq(&session, &[1, 2]).await.unwrap(), []);
-    assert!(store.snapshot(&session).await.unwrap().is_none());
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 0);
+    assert_eq!(store.events(&uid(&session), 0, None).await.unwrap(), []);
+    assert_eq!(
+        store.events_by_seq(&uid(&session), &[1, 2]).await.unwrap(),
+        []
+    );
+    assert!(store.snapshot(&uid(&session)).await.unwrap().is_none());
     assert!(!store.session_uids().await.unwrap().contains(&session));
     // A commit with nothing in it writes nothing.
     append(&*store, &session, 0, &[]).await.unwrap();
-    assert_eq!(store.version(&session).await.unwrap(), 0);
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 0);
 }
 
 pub(super) async fn sessions_are_listed_by_uid_in_pages(store: Arc<dyn Store>) {
@@ -352,7 +373,7 @@ pub(super) async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store.instances(&[], Some(&task), 10, None).await.unwrap(),
+        store.instances(of_task(&task, 10)).await.unwrap(),
         [row.clone()]
     );
 
@@ -371,7 +392,7 @@ pub(super) async fn instance_rows_are_upserted(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let listed = store.instances(&[], Some(&task), 10, None).await.unwrap();
+    let listed = store.instances(of_task(&task, 10)).await.unwrap();
     assert_eq!(listed, [row]);
     assert_eq!(listed[0].body, r#"{"second":true,"first":false}"#);
 }
@@ -415,7 +436,7 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
     ];
 
     assert_eq!(
-        store.instances(&[], Some(&task), 100, None).await.unwrap(),
+        store.instances(of_task(&task, 100)).await.unwrap(),
         in_order
     );
 
@@ -424,7 +445,15 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
     let mut after: Option<(String, String)> = None;
     loop {
         let cursor = after.as_ref().map(|(s, n)| (s.as_str(), n.as_str()));
-        let page = store.instances(&[], Some(&task), 2, cursor).await.unwrap();
+        let page = store
+            .instances(InstanceQuery {
+                task: Some(&task),
+                first: 2,
+                after: cursor,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -437,23 +466,43 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
 
     // Filtered by status (any of).
     let failed = store
-        .instances(&[Failed], Some(&task), 100, None)
+        .instances(InstanceQuery {
+            statuses: &[Failed],
+            task: Some(&task),
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(failed, [rows1[1].clone(), rows2[0].clone()]);
     let active = store
-        .instances(&[Scheduled, Running], Some(&task), 100, None)
+        .instances(InstanceQuery {
+            statuses: &[Scheduled, Running],
+            task: Some(&task),
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(active, [rows1[0].clone(), rows1[2].clone()]);
     let failed_after = store
-        .instances(&[Failed], Some(&task), 100, Some((&s1, &rows1[1].name)))
+        .instances(InstanceQuery {
+            statuses: &[Failed],
+            task: Some(&task),
+            first: 100,
+            after: Some((&s1, &rows1[1].name)),
+        })
         .await
         .unwrap();
     assert_eq!(failed_after, [rows2[0].clone()]);
     assert_eq!(
         store
-            .instances(&[Skipped], Some(&task), 100, None)
+            .instances(InstanceQuery {
+                statuses: &[Skipped],
+                task: Some(&task),
+                first: 100,
+                ..InstanceQuery::default()
+            })
             .await
             .unwrap(),
         []
@@ -461,7 +510,11 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
 
     // Without a task filter, our rows still come in order among everyone's.
     let everything = store
-        .instances(&[], None, 100, Some((&s1, &rows1[0].name)))
+        .instances(InstanceQuery {
+            first: 100,
+            after: Some((&s1, &rows1[0].name)),
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     let ours: Vec<_> = everything
@@ -471,7 +524,12 @@ pub(super) async fn instances_are_listed_across_sessions_filtered_and_paged(stor
     assert_eq!(ours[..2], [rows1[1].clone(), rows1[2].clone()]);
     assert_eq!(
         store
-            .instances(&[Failed], Some(&other_task), 100, None)
+            .instances(InstanceQuery {
+                statuses: &[Failed],
+                task: Some(&other_task),
+                first: 100,
+                ..InstanceQuery::default()
+            })
             .await
             .unwrap(),
         [rows2[2].clone()]

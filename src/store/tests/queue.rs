@@ -138,7 +138,7 @@ pub(super) async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Stor
         })
         .await
         .unwrap();
-    let before = store.instances(&[], Some(&queue), 10, None).await.unwrap();
+    let before = store.instances(of_task(&queue, 10)).await.unwrap();
 
     let mut running = instance_row(&session, "t#0", &queue, InstanceStatus::Running, 2);
     running.body = json!({"changed": true}).to_string();
@@ -156,12 +156,9 @@ pub(super) async fn a_lost_lease_rolls_back_the_whole_commit(store: Arc<dyn Stor
         .await;
     assert_lease_lost(result);
 
-    assert_eq!(store.version(&session).await.unwrap(), 2);
-    assert_eq!(store.events(&session, 2, None).await.unwrap(), []);
-    assert_eq!(
-        store.instances(&[], Some(&queue), 10, None).await.unwrap(),
-        before
-    );
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 2);
+    assert_eq!(store.events(&uid(&session), 2, None).await.unwrap(), []);
+    assert_eq!(store.instances(of_task(&queue, 10)).await.unwrap(), before);
     assert!(store.lease(&rival).await.unwrap().is_none());
     assert_eq!(store.lease(&token).await.unwrap().unwrap().instance, "t#0");
     assert!(store
@@ -222,15 +219,24 @@ pub(super) async fn concurrent_commits_to_many_sessions_each_get_their_own_answe
         }
     });
     for (i, session, result) in futures::future::join_all(commits).await {
-        let version = store.version(&session).await.unwrap();
-        let rows = store.instances(&[], None, 1000, None).await.unwrap();
+        let version = store.version(&uid(&session)).await.unwrap();
+        let rows = store
+            .instances(InstanceQuery {
+                first: 1000,
+                ..InstanceQuery::default()
+            })
+            .await
+            .unwrap();
         let has_row = rows.iter().any(|row| row.session == session);
         match i % 3 {
             0 => {
                 result.unwrap();
                 assert_eq!(version, 3, "{session}");
                 assert!(has_row);
-                assert_eq!(store.events(&session, 1, None).await.unwrap().len(), 2);
+                assert_eq!(
+                    store.events(&uid(&session), 1, None).await.unwrap().len(),
+                    2
+                );
             }
             1 => {
                 assert_conflict(result, &session, 0);
@@ -260,7 +266,7 @@ pub(super) async fn a_locked_session_makes_other_writers_wait_then_lose(store: A
         .await
         .unwrap();
 
-    let mut locked = store.lock_session(&session).await.unwrap();
+    let mut locked = store.lock_session(&uid(&session)).await.unwrap();
     let rival = {
         let store = store.clone();
         let session = session.clone();
@@ -284,12 +290,12 @@ pub(super) async fn a_locked_session_makes_other_writers_wait_then_lose(store: A
         .await
         .unwrap();
     assert_conflict(rival.await.unwrap(), &session, 1);
-    let events = store.events(&session, 0, None).await.unwrap();
+    let events = store.events(&uid(&session), 0, None).await.unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].payload.trigger(), Some("holder"));
 
     // Dropping a lock rolls back and lets others through.
-    let dropped = store.lock_session(&session).await.unwrap();
+    let dropped = store.lock_session(&uid(&session)).await.unwrap();
     drop(dropped);
     append(&*store, &session, 2, &[fired(3, "after", json!({}))])
         .await

@@ -4,13 +4,13 @@ use super::*;
 
 pub(super) async fn snapshots_round_trip_and_never_go_back(store: Arc<dyn Store>) {
     let session = unique("snap");
-    assert!(store.snapshot(&session).await.unwrap().is_none());
+    assert!(store.snapshot(&uid(&session)).await.unwrap().is_none());
     let v5 = StoredSnapshot {
         version: 5,
         state: json!({"tasks": {"z": 1, "a": 2}, "version": 5}).to_string(),
     };
-    store.save_snapshot(&session, &v5).await.unwrap();
-    let read = store.snapshot(&session).await.unwrap().unwrap();
+    store.save_snapshot(&uid(&session), &v5).await.unwrap();
+    let read = store.snapshot(&uid(&session)).await.unwrap().unwrap();
     // Read back as written, key order included.
     assert_eq!((read.version, &read.state), (5, &v5.state));
 
@@ -18,15 +18,23 @@ pub(super) async fn snapshots_round_trip_and_never_go_back(store: Arc<dyn Store>
         version: 3,
         state: json!({"old": true}).to_string(),
     };
-    store.save_snapshot(&session, &v3).await.unwrap();
-    assert_eq!(store.snapshot(&session).await.unwrap().unwrap().version, 5);
+    store.save_snapshot(&uid(&session), &v3).await.unwrap();
+    assert_eq!(
+        store
+            .snapshot(&uid(&session))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        5
+    );
 
     let v9 = StoredSnapshot {
         version: 9,
         state: json!({"new": true}).to_string(),
     };
-    store.save_snapshot(&session, &v9).await.unwrap();
-    let read = store.snapshot(&session).await.unwrap().unwrap();
+    store.save_snapshot(&uid(&session), &v9).await.unwrap();
+    let read = store.snapshot(&uid(&session)).await.unwrap().unwrap();
     assert_eq!((read.version, read.state), (9, v9.state));
 }
 
@@ -62,7 +70,7 @@ pub(super) async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn
         .unwrap();
     store
         .save_snapshot(
-            &session,
+            &uid(&session),
             &StoredSnapshot {
                 version: 99,
                 state: json!({"bogus": true}).to_string(),
@@ -112,10 +120,7 @@ pub(super) async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn
         .await
         .unwrap();
 
-    assert_eq!(
-        store.instances(&[], Some(&queue), 10, None).await.unwrap(),
-        rows
-    );
+    assert_eq!(store.instances(of_task(&queue, 10)).await.unwrap(), rows);
     let held = store
         .lease(&token)
         .await
@@ -128,7 +133,7 @@ pub(super) async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn
         store.claimable(&queue, at(999), 10).await.unwrap(),
         [rebuilt_queue[1].clone()]
     );
-    let snapshot = store.snapshot(&session).await.unwrap().unwrap();
+    let snapshot = store.snapshot(&uid(&session)).await.unwrap().unwrap();
     assert_eq!(
         (snapshot.version, snapshot.state),
         (3, json!({"rebuilt": true}).to_string())
@@ -146,7 +151,7 @@ pub(super) async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn
         (session.as_str(), 3, at(3))
     );
     // The log is untouched and the session carries on from it.
-    assert_eq!(store.events(&session, 0, None).await.unwrap(), events);
+    assert_eq!(store.events(&uid(&session), 0, None).await.unwrap(), events);
     append(&*store, &session, 3, &[fired(4, "page", json!({}))])
         .await
         .unwrap();
@@ -167,7 +172,7 @@ pub(super) async fn replacing_projections_keeps_an_existing_lease(store: Arc<dyn
         }])
         .await
         .unwrap();
-    assert_eq!(store.version(&fresh).await.unwrap(), 1);
+    assert_eq!(store.version(&uid(&fresh)).await.unwrap(), 1);
 }
 
 pub(super) async fn session_logs_reads_many_logs_in_the_order_asked(store: Arc<dyn Store>) {
@@ -205,8 +210,8 @@ pub(super) async fn replacing_projections_of_many_sessions_writes_each(store: Ar
         .collect();
     store.replace_projections(&rebuilt).await.unwrap();
     for (session, version) in sessions.iter().zip(1..) {
-        assert_eq!(store.version(session).await.unwrap(), version);
-        let snapshot = store.snapshot(session).await.unwrap().unwrap();
+        assert_eq!(store.version(&uid(session)).await.unwrap(), version);
+        let snapshot = store.snapshot(&uid(session)).await.unwrap().unwrap();
         assert_eq!(snapshot.state, json!({ "session": session }).to_string());
     }
 }
@@ -254,7 +259,7 @@ pub(super) async fn a_decision_that_enqueues_and_leases_leaves_one_leased_row(
     );
     assert_eq!(held.lease_owner, Some(format!("owner-of-{token}")));
     assert!(store.claimable(&queue, at(2), 10).await.unwrap().is_empty());
-    assert_eq!(store.events(&session, 0, None).await.unwrap(), events);
+    assert_eq!(store.events(&uid(&session), 0, None).await.unwrap(), events);
 
     // Enqueued again by a later decision: the lease is dropped.
     store
@@ -292,8 +297,12 @@ pub(super) async fn a_decision_whose_lease_fails_writes_nothing(store: Arc<dyn S
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
-    assert_eq!(store.version(&session).await.unwrap(), 0);
-    assert!(store.events(&session, 0, None).await.unwrap().is_empty());
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 0);
+    assert!(store
+        .events(&uid(&session), 0, None)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store
         .claimable(&queue, at(60), 10)
         .await
@@ -350,7 +359,7 @@ pub(super) async fn an_outcome_reported_under_a_lost_lease_writes_nothing(store:
             Err(StoreError::Conflict { .. }) if !lost => {}
             other => panic!("version {version}, {under} at {now}: {other:?}"),
         }
-        assert_eq!(store.version(&session).await.unwrap(), 2);
+        assert_eq!(store.version(&uid(&session)).await.unwrap(), 2);
         assert!(store.lease(&token).await.unwrap().is_some());
     }
     store
@@ -360,6 +369,6 @@ pub(super) async fn an_outcome_reported_under_a_lost_lease_writes_nothing(store:
         })
         .await
         .unwrap();
-    assert_eq!(store.version(&session).await.unwrap(), 3);
+    assert_eq!(store.version(&uid(&session)).await.unwrap(), 3);
     assert_eq!(store.lease(&token).await.unwrap(), None);
 }

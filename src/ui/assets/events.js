@@ -3,26 +3,10 @@
 // with `causedBy` links that jump to the cause (fetched when it is not on the
 // page). Live events are added on top as they arrive.
 import { gql } from "./api.js";
+import { KINDS } from "./kinds.js";
 import { h, fill, instanceHref, absolute, relative, brief, json } from "./dom.js";
 
 export const EVENTS_PAGE = 200;
-export const KINDS = [
-  "SessionConfigured",
-  "TriggerFired",
-  "InstanceCreated",
-  "TriggerApplied",
-  "InstanceScheduled",
-  "InstanceStarted",
-  "InstanceFinished",
-  "InstanceFailed",
-  "InstanceSkipped",
-  "InstanceReplayed",
-  "InstanceAbandoned",
-  "InstanceStatusChanged",
-  "InstanceMetadataUpdated",
-  "InstanceLogsResolved",
-  "InstanceLeaseExpired",
-];
 const FIELDS = "seq kind at data causedBy instance trigger";
 
 /** The declaration of `$asOf` when the view is as of a version (an unused variable is refused). */

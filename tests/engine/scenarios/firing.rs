@@ -3,6 +3,7 @@
 use crate::support::*;
 use serde_json::{json, Value};
 use triggers::domain::InstanceStatus;
+use triggers::testkit::names::{self, trigger, uid};
 
 async fn a_one_shot_task_fired_twice_has_one_instance(db: TestDb) {
     // Given a one-shot task.
@@ -210,7 +211,7 @@ async fn a_task_configured_after_a_fire_inherits_it_when_another_trigger_creates
         passthru(json!({"a": {"v": 1}, "b": {"w": 2}}))
     );
     let causes: Vec<u64> = engine
-        .instance_causes(S, "t#0")
+        .instance_causes(&uid(S), &names::instance("t#0"))
         .await
         .unwrap()
         .iter()
@@ -313,9 +314,12 @@ async fn a_fire_no_task_listens_to_is_still_recorded(db: TestDb) {
 
     let result = fire_and_settle(&engine, S, "unheard", json!({"k": [1, 2]})).await;
     // Absent and null kwargs are an empty object.
-    engine.fire_json(S, "bare", None, None).await.unwrap();
     engine
-        .fire_json(S, "null", Some(Value::Null), None)
+        .fire_json(&uid(S), &trigger("bare"), None, None)
+        .await
+        .unwrap();
+    engine
+        .fire_json(&uid(S), &trigger("null"), Some(Value::Null), None)
         .await
         .unwrap();
 

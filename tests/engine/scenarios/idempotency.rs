@@ -5,6 +5,8 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, Runner};
 use triggers::engine::{Job, Outcome};
+use triggers::store::InstanceQuery;
+use triggers::testkit::names::{trigger, uid};
 
 async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothing(db: TestDb) {
     // Given a fire made with a key.
@@ -15,7 +17,12 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
         )
         .await;
     let first = engine
-        .fire(S, "page", obj(json!({"n": 1})), Some("page-1"))
+        .fire(
+            &uid(S),
+            &trigger("page"),
+            obj(json!({"n": 1})),
+            Some("page-1"),
+        )
         .await
         .unwrap();
     settle(&engine).await;
@@ -23,7 +30,12 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
 
     // When the same key is used again (even with other kwargs).
     let again = engine
-        .fire(S, "page", obj(json!({"n": 2})), Some("page-1"))
+        .fire(
+            &uid(S),
+            &trigger("page"),
+            obj(json!({"n": 2})),
+            Some("page-1"),
+        )
         .await
         .unwrap();
     settle(&engine).await;
@@ -44,12 +56,22 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
 
     // And the key is per session; a new key fires again.
     let elsewhere = engine
-        .fire("other-session", "page", obj(json!({})), Some("page-1"))
+        .fire(
+            &uid("other-session"),
+            &trigger("page"),
+            obj(json!({})),
+            Some("page-1"),
+        )
         .await
         .unwrap();
     assert!(!elsewhere.duplicate);
     let fresh = engine
-        .fire(S, "page", obj(json!({"n": 2})), Some("page-2"))
+        .fire(
+            &uid(S),
+            &trigger("page"),
+            obj(json!({"n": 2})),
+            Some("page-2"),
+        )
         .await
         .unwrap();
     assert!(!fresh.duplicate);
@@ -91,7 +113,11 @@ async fn a_task_whose_handler_is_not_registered_waits_in_the_worker_queue(db: Te
     assert_eq!(status(&st, "t_worker#0"), InstanceStatus::Scheduled);
     assert_eq!(status(&st, "t_inline#0"), InstanceStatus::Finished);
     let queued = engine
-        .instances(&[InstanceStatus::Scheduled], None, 100, None)
+        .instances(InstanceQuery {
+            statuses: &[InstanceStatus::Scheduled],
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
     let names: BTreeSet<&str> = queued.iter().map(|r| r.name.as_str()).collect();

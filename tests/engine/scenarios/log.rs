@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, SessionState};
+use triggers::store::InstanceQuery;
+use triggers::testkit::names::{self, trigger};
 use triggers::Engine;
 
 async fn causes_include_inherited_kwargs_pointing_at_the_original_fires(db: TestDb) {
@@ -30,14 +32,27 @@ async fn causes_include_inherited_kwargs_pointing_at_the_original_fires(db: Test
         events.iter().map(|e| e.seq).collect()
     };
     assert_eq!(
-        seqs(engine.instance_causes(S, "t#0").await.unwrap()),
+        seqs(
+            engine
+                .instance_causes(&names::uid(S), &names::instance("t#0"))
+                .await
+                .unwrap()
+        ),
         [settings.seq, page1.seq]
     );
     assert_eq!(
-        seqs(engine.instance_causes(S, "t#1").await.unwrap()),
+        seqs(
+            engine
+                .instance_causes(&names::uid(S), &names::instance("t#1"))
+                .await
+                .unwrap()
+        ),
         [settings.seq, stop.seq, page2.seq]
     );
-    let causes = engine.instance_causes(S, "t#1").await.unwrap();
+    let causes = engine
+        .instance_causes(&names::uid(S), &names::instance("t#1"))
+        .await
+        .unwrap();
     let settings_event = causes
         .iter()
         .find(|e| e.payload.trigger() == Some("settings"))
@@ -64,12 +79,16 @@ async fn as_of_a_version_is_the_fold_of_the_events_up_to_it(db: TestDb) {
     fire_and_settle(&engine, S, "stop", json!({})).await;
     fire_and_settle(&engine, S, "page", json!({"n": 2})).await;
     engine
-        .replay_failed_instance(S, "t_fail#0", None)
+        .replay_failed_instance(&names::uid(S), &names::instance("t_fail#0"), None)
         .await
         .unwrap();
     settle(&engine).await;
     engine
-        .update_instance_metadata(S, "t_a#0", json!({"note": 1}))
+        .update_instance_metadata(
+            &names::uid(S),
+            &names::instance("t_a#0"),
+            json!({"note": 1}),
+        )
         .await
         .unwrap();
 
@@ -78,13 +97,19 @@ async fn as_of_a_version_is_the_fold_of_the_events_up_to_it(db: TestDb) {
     let live = state(&engine, S).await;
     assert_eq!(live.version(), events.len() as u64);
     for k in 0..=events.len() {
-        let as_of = engine.session_as_of(S, k as u64).await.unwrap();
+        let as_of = engine
+            .session_as_of(&names::uid(S), k as u64)
+            .await
+            .unwrap();
         let folded = SessionState::fold(S, &events[..k]).unwrap();
         assert_eq!(as_of.version(), k as u64);
         assert!(as_of == folded, "asOf({k}) differs from the fold of 1..{k}");
     }
     // And at the latest version it is the live state.
-    let latest = engine.session_as_of(S, live.version()).await.unwrap();
+    let latest = engine
+        .session_as_of(&names::uid(S), live.version())
+        .await
+        .unwrap();
     assert!(latest == *live, "asOf(latest) differs from the live state");
 }
 
@@ -228,7 +253,10 @@ async fn a_simple_run_appends_the_expected_events(db: TestDb) {
         passthru(json!({"a": {"n": 1}}))
     );
     // History: every event about the instance.
-    let history = engine.instance_history(S, "t#0").await.unwrap();
+    let history = engine
+        .instance_history(&names::uid(S), &names::instance("t#0"))
+        .await
+        .unwrap();
     assert_eq!(
         kinds(&history),
         [
@@ -284,14 +312,14 @@ async fn events_after_a_version_are_exclusive_and_limited_by_first(db: TestDb) {
     }
 
     let page: Vec<u64> = engine
-        .events(S, 2, Some(3))
+        .events(&names::uid(S), 2, Some(3))
         .await
         .unwrap()
         .iter()
         .map(|e| e.seq)
         .collect();
     let rest: Vec<u64> = engine
-        .events(S, 4, None)
+        .events(&names::uid(S), 4, None)
         .await
         .unwrap()
         .iter()
@@ -300,7 +328,11 @@ async fn events_after_a_version_are_exclusive_and_limited_by_first(db: TestDb) {
 
     assert_eq!(page, [3, 4, 5]);
     assert_eq!(rest, [5, 6]);
-    assert!(engine.events(S, 6, None).await.unwrap().is_empty());
+    assert!(engine
+        .events(&names::uid(S), 6, None)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn a_session_never_used_is_empty_and_readable(db: TestDb) {
@@ -317,11 +349,17 @@ async fn a_session_never_used_is_empty_and_readable(db: TestDb) {
     assert!(st.instance("t#0").is_none() && st.task("t").is_none());
     assert!(events(&engine, "nobody").await.is_empty());
     assert!(engine
-        .instance_history("nobody", "t#0")
+        .instance_history(&names::uid("nobody"), &names::instance("t#0"))
         .await
         .unwrap()
         .is_empty());
-    assert!(engine.session_as_of("nobody", 0).await.unwrap() == SessionState::new("nobody"));
+    assert!(
+        engine
+            .session_as_of(&names::uid("nobody"), 0)
+            .await
+            .unwrap()
+            == SessionState::new("nobody")
+    );
     let listed: Vec<String> = engine
         .sessions(100, None)
         .await
@@ -352,12 +390,28 @@ async fn sessions_and_instances_are_listed_across_sessions(db: TestDb) {
     let first_two = engine.sessions(2, None).await.unwrap();
     let rest = engine.sessions(2, Some("s:2")).await.unwrap();
     let failed = engine
-        .instances(&[InstanceStatus::Failed], None, 100, None)
+        .instances(InstanceQuery {
+            statuses: &[InstanceStatus::Failed],
+            first: 100,
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
-    let ok_page = engine.instances(&[], Some("t_ok"), 2, None).await.unwrap();
+    let ok_page = engine
+        .instances(InstanceQuery {
+            task: Some("t_ok"),
+            first: 2,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
     let ok_rest = engine
-        .instances(&[], Some("t_ok"), 2, Some(("s:2", "t_ok#0")))
+        .instances(InstanceQuery {
+            task: Some("t_ok"),
+            first: 2,
+            after: Some(("s:2", "t_ok#0")),
+            ..InstanceQuery::default()
+        })
         .await
         .unwrap();
 
@@ -416,7 +470,13 @@ async fn rebuild_recomputes_the_same_state_from_the_log(db: TestDb) {
     .await;
     fire_and_settle(&engine, "other", "x", json!({})).await;
     let before = state(&engine, S).await;
-    let listed_before = engine.instances(&[], None, 100, None).await.unwrap();
+    let listed_before = engine
+        .instances(InstanceQuery {
+            first: 100,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
 
     let report = engine.rebuild().await.unwrap();
 
@@ -430,7 +490,13 @@ async fn rebuild_recomputes_the_same_state_from_the_log(db: TestDb) {
     engine.clear_cache();
     let after = state(&engine, S).await;
     assert!(*after == *before, "rebuild changed the state");
-    let listed_after = engine.instances(&[], None, 100, None).await.unwrap();
+    let listed_after = engine
+        .instances(InstanceQuery {
+            first: 100,
+            ..InstanceQuery::default()
+        })
+        .await
+        .unwrap();
     let key = |rows: &[triggers::store::InstanceRow]| -> Vec<(String, String, InstanceStatus)> {
         rows.iter()
             .map(|r| (r.session.clone(), r.name.clone(), r.status))
@@ -484,7 +550,12 @@ async fn a_repeated_idempotency_key_answers_with_the_first_fire_whatever_is_fire
         .await;
     fire(&engine, S, "a", json!({})).await;
     let first = engine
-        .fire(S, "stop", obj(json!({"why": "user"})), Some("cancel-1"))
+        .fire(
+            &names::uid(S),
+            &trigger("stop"),
+            obj(json!({"why": "user"})),
+            Some("cancel-1"),
+        )
         .await
         .unwrap();
     assert_eq!(first.abandoned, ["t#0"]);
@@ -492,7 +563,12 @@ async fn a_repeated_idempotency_key_answers_with_the_first_fire_whatever_is_fire
 
     // When the key is used again, for another trigger.
     let again = engine
-        .fire(S, "b", obj(json!({})), Some("cancel-1"))
+        .fire(
+            &names::uid(S),
+            &trigger("b"),
+            obj(json!({})),
+            Some("cancel-1"),
+        )
         .await
         .unwrap();
 
@@ -565,8 +641,8 @@ async fn an_in_memory_engine_runs_a_session_end_to_end() {
         let engine = engine.clone();
         tokio::spawn(async move {
             for _ in 0..50 {
-                engine.session(S).await.unwrap();
-                engine.events(S, 0, None).await.unwrap();
+                engine.session(&names::uid(S)).await.unwrap();
+                engine.events(&names::uid(S), 0, None).await.unwrap();
             }
         })
     };
@@ -604,11 +680,11 @@ async fn every_status_reached_is_timestamped(db: TestDb) {
     .await;
     fire_and_settle(&engine, S, "a", json!({})).await;
     engine
-        .replay_failed_instance(S, "t_fail#0", None)
+        .replay_failed_instance(&names::uid(S), &names::instance("t_fail#0"), None)
         .await
         .unwrap();
     engine
-        .skip_failed_instance(S, "t_skip#0", false, None)
+        .skip_failed_instance(&names::uid(S), &names::instance("t_skip#0"), false, None)
         .await
         .unwrap();
     settle(&engine).await;

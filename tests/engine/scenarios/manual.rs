@@ -4,6 +4,7 @@ use crate::support::*;
 use serde_json::json;
 use triggers::domain::InstanceStatus;
 use triggers::engine::{Job, Outcome};
+use triggers::testkit::names::{self, uid};
 
 async fn an_operator_can_set_any_status_and_merge_metadata(db: TestDb) {
     let engine = db.engine().await;
@@ -12,8 +13,8 @@ async fn an_operator_can_set_any_status_and_merge_metadata(db: TestDb) {
 
     let changed = engine
         .update_instance_status(
-            S,
-            "t#0",
+            &uid(S),
+            &names::instance("t#0"),
             InstanceStatus::Failed,
             Some(json!({"reason": "bad data"})),
             false,
@@ -35,7 +36,10 @@ async fn an_operator_can_set_any_status_and_merge_metadata(db: TestDb) {
     assert_eq!(change.caused_by, None);
     assert_eq!(fired(&events, "t").len(), 1, "no cascade without asking");
     // A failed instance, whatever made it fail, can be replayed.
-    let clone = engine.replay_failed_instance(S, "t#0", None).await.unwrap();
+    let clone = engine
+        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
+        .await
+        .unwrap();
     settle(&engine).await;
     assert_eq!(
         status(&*state(&engine, S).await, &clone.name),
@@ -62,8 +66,8 @@ async fn setting_a_status_with_cascade_fires_the_task_name(db: TestDb) {
     // When an operator finishes one with cascade and the other without.
     let done = engine
         .update_instance_status(
-            S,
-            "t_ext#0",
+            &uid(S),
+            &names::instance("t_ext#0"),
             InstanceStatus::Finished,
             Some(json!({"result": {"rows": 3}})),
             true,
@@ -72,7 +76,14 @@ async fn setting_a_status_with_cascade_fires_the_task_name(db: TestDb) {
         .await
         .unwrap();
     engine
-        .update_instance_status(S, "t_quiet#0", InstanceStatus::Finished, None, false, None)
+        .update_instance_status(
+            &uid(S),
+            &names::instance("t_quiet#0"),
+            InstanceStatus::Finished,
+            None,
+            false,
+            None,
+        )
         .await
         .unwrap();
     settle(&engine).await;
@@ -98,7 +109,11 @@ async fn updating_metadata_merges_it_and_bumps_only_last_modified(db: TestDb) {
     let before = instance(&*state(&engine, S).await, "t#0").clone();
 
     let after = engine
-        .update_instance_metadata(S, "t#0", json!({"note": "checked", "ticket": 12}))
+        .update_instance_metadata(
+            &uid(S),
+            &names::instance("t#0"),
+            json!({"note": "checked", "ticket": 12}),
+        )
         .await
         .unwrap();
 
@@ -113,7 +128,7 @@ async fn updating_metadata_merges_it_and_bumps_only_last_modified(db: TestDb) {
     new_ts.remove("lastModified");
     assert_eq!(old_ts, new_ts, "only lastModified moves");
     assert_eq!(
-        kinds(&engine.events(S, before.last_seq, None).await.unwrap()).last(),
+        kinds(&engine.events(&uid(S), before.last_seq, None).await.unwrap()).last(),
         Some(&"InstanceMetadataUpdated")
     );
 }
@@ -129,7 +144,10 @@ async fn marking_logs_resolved_takes_an_instance_off_the_unresolved_logs(db: Tes
         .collect();
     assert_eq!(with_logs, ["t#0"]);
 
-    let marked = engine.mark_instance_logs_resolved(S, "t#0").await.unwrap();
+    let marked = engine
+        .mark_instance_logs_resolved(&uid(S), &names::instance("t#0"))
+        .await
+        .unwrap();
 
     assert_eq!(marked.metadata["logsResolved"], json!(true));
     assert_eq!(
@@ -182,7 +200,7 @@ async fn the_unresolved_queries_answer_what_still_needs_attention(db: TestDb) {
 
     // When the failure is skipped and the waiting task completes.
     engine
-        .skip_failed_instance(S, "t_failed#0", false, None)
+        .skip_failed_instance(&uid(S), &names::instance("t_failed#0"), false, None)
         .await
         .unwrap();
     fire_and_settle(&engine, S, "b", json!({})).await;

@@ -5,6 +5,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::InstanceStatus;
 use triggers::engine::{Job, Outcome};
+use triggers::testkit::names::{self, uid};
 
 async fn a_failing_job_fails_its_instance_with_its_exception(db: TestDb) {
     let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": DEVNULL}})).await;
@@ -36,7 +37,10 @@ async fn replaying_a_failed_instance_runs_a_clone_with_the_same_kwargs(db: TestD
     fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
 
     // When it is replayed.
-    let clone = engine.replay_failed_instance(S, "t#0", None).await.unwrap();
+    let clone = engine
+        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
+        .await
+        .unwrap();
     settle(&engine).await;
 
     // Then a clone t#1 holds the same kwargs, points at its parent, and ran.
@@ -72,7 +76,10 @@ async fn replaying_a_failed_instance_runs_a_clone_with_the_same_kwargs(db: TestD
     let scheduled = about(&events, "InstanceScheduled", "t#1")[0];
     assert_eq!(scheduled.caused_by, Some(created.seq));
     // The clone's kwargs still point at the original firing.
-    let causes = engine.instance_causes(S, "t#1").await.unwrap();
+    let causes = engine
+        .instance_causes(&uid(S), &names::instance("t#1"))
+        .await
+        .unwrap();
     assert_eq!(causes.len(), 1);
     assert_eq!(causes[0].payload.trigger(), Some("a"));
 }
@@ -82,9 +89,15 @@ async fn a_replayed_clone_can_fail_and_be_replayed_again(db: TestDb) {
     configure(&engine, S, json!({"t": {"after": ["a"], "run": FAILING}})).await;
     fire_and_settle(&engine, S, "a", json!({})).await;
 
-    engine.replay_failed_instance(S, "t#0", None).await.unwrap();
+    engine
+        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
+        .await
+        .unwrap();
     settle(&engine).await;
-    let second = engine.replay_failed_instance(S, "t#1", None).await.unwrap();
+    let second = engine
+        .replay_failed_instance(&uid(S), &names::instance("t#1"), None)
+        .await
+        .unwrap();
     settle(&engine).await;
 
     assert_eq!(second.name, "t#2");
@@ -114,7 +127,10 @@ async fn replay_uses_the_tasks_current_configuration(db: TestDb) {
     .await;
 
     // When it is replayed.
-    engine.replay_failed_instance(S, "t#0", None).await.unwrap();
+    engine
+        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
+        .await
+        .unwrap();
     settle(&engine).await;
 
     // Then the clone ran the new handler with the new params.
@@ -149,7 +165,11 @@ async fn replaying_with_replacement_kwargs_replaces_them_whole(db: TestDb) {
 
     // When it is replayed with replacement kwargs lacking b.
     let clone = engine
-        .replay_failed_instance(S, "t#0", Some(json!({"a": {"n": 99}})))
+        .replay_failed_instance(
+            &uid(S),
+            &names::instance("t#0"),
+            Some(json!({"a": {"n": 99}})),
+        )
         .await
         .unwrap();
     settle(&engine).await;
@@ -181,7 +201,10 @@ async fn a_replay_keeps_the_abandon_state(db: TestDb) {
         InstanceStatus::Failed
     );
 
-    let clone = engine.replay_failed_instance(S, "t#0", None).await.unwrap();
+    let clone = engine
+        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
+        .await
+        .unwrap();
     settle(&engine).await;
 
     assert_eq!(clone.abandon_state, BTreeSet::from(["x".to_owned()]));
@@ -194,7 +217,7 @@ async fn skipping_a_failed_instance_without_cascade_resolves_it_quietly(db: Test
 
     // When it is skipped without cascade.
     let skipped = engine
-        .skip_failed_instance(S, "t#0", false, None)
+        .skip_failed_instance(&uid(S), &names::instance("t#0"), false, None)
         .await
         .unwrap();
     settle(&engine).await;
@@ -215,7 +238,12 @@ async fn skipping_a_failed_instance_with_cascade_fires_the_task_with_the_result(
     fire_and_settle(&engine, S, "a", json!({})).await;
 
     let skipped = engine
-        .skip_failed_instance(S, "t#0", true, Some(json!({"rows": 0})))
+        .skip_failed_instance(
+            &uid(S),
+            &names::instance("t#0"),
+            true,
+            Some(json!({"rows": 0})),
+        )
         .await
         .unwrap();
     settle(&engine).await;

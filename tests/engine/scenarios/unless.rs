@@ -4,6 +4,7 @@ use crate::support::*;
 use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::InstanceStatus;
+use triggers::testkit::names::{self, uid};
 
 async fn an_unless_trigger_abandons_an_unstarted_instance(db: TestDb) {
     // Given an instance waiting for b, with an unless trigger.
@@ -50,7 +51,7 @@ async fn an_unless_trigger_fired_first_abandons_the_instance_it_creates(db: Test
         [("t#0".to_owned(), InstanceStatus::Abandoned)]
     );
     let kinds_about: Vec<&str> = engine
-        .instance_history(S, "t#0")
+        .instance_history(&uid(S), &names::instance("t#0"))
         .await
         .unwrap()
         .iter()
