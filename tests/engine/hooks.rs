@@ -10,6 +10,7 @@ use triggers::domain::{InstanceName, InstanceStatus, SessionUid};
 use triggers::engine::{FinalizeSession, FireResult, Hook};
 use triggers::Engine;
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use triggers::testkit::names::{self, trigger, uid};
 
@@ -21,6 +22,18 @@ async fn finalizing_engine(db: &TestDb) -> Engine {
 
 async fn finalized_count(engine: &Engine) -> usize {
     fired(&events(engine, S).await, FINALIZED).len()
+}
+
+/// Asserts that only the wrap-up task is unresolved and the session was
+/// finalized once.
+async fn assert_only_wrap_up_unresolved_and_finalized_once(s: &Scenario) {
+    assert!(s
+        .state()
+        .await
+        .unresolved_tasks()
+        .iter()
+        .all(|t| *t == "t_wrapUp"));
+    assert_eq!(finalized_count(s.engine()).await, 1);
 }
 
 async fn the_session_is_finalized_once_every_other_task_is_resolved(db: TestDb) {
@@ -112,70 +125,45 @@ async fn an_abandoned_task_counts_as_resolved_for_finalization(db: TestDb) {
 
 async fn a_session_is_finalized_once_its_last_failure_is_skipped(db: TestDb) {
     // Given a session whose only unresolved task failed.
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_ok": {"after": ["a"], "run": DEVNULL},
             "t_bad": {"after": ["a"], "run": FAILING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
+        }))
+        .await
+        .when_fired(&["a"])
+        .await;
     assert_eq!(
-        finalized_count(&engine).await,
+        finalized_count(s.engine()).await,
         0,
         "a failed task is unresolved"
     );
 
     // When an operator skips the failure (without cascade).
-    engine
-        .skip_failed_instance(&uid(S), &names::instance("t_bad#0"), false, None)
-        .await
-        .unwrap();
-    settle(&engine).await;
+    s.when_skipped("t_bad#0", false, None).await;
 
     // Then every task is resolved, so the session is finalized.
-    assert!(state(&engine, S)
-        .await
-        .unresolved_tasks()
-        .iter()
-        .all(|t| *t == "t_wrapUp"));
-    assert_eq!(finalized_count(&engine).await, 1);
+    assert_only_wrap_up_unresolved_and_finalized_once(&s).await;
 }
 
 async fn a_session_is_finalized_once_its_last_failure_is_replayed_successfully(db: TestDb) {
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_bad": {"after": ["a"], "run": FAILING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    configure(
-        &engine,
-        S,
-        json!({"t_bad": {"after": ["a"], "run": DEVNULL}}),
-    )
-    .await;
-
-    engine
-        .replay_failed_instance(&uid(S), &names::instance("t_bad#0"), None)
+        }))
         .await
-        .unwrap();
-    settle(&engine).await;
+        .when_fired(&["a"])
+        .await
+        .given(json!({"t_bad": {"after": ["a"], "run": DEVNULL}}))
+        .await;
 
-    assert_eq!(finalized_count(&engine).await, 1);
-    assert_eq!(
-        status(&*state(&engine, S).await, "t_wrapUp#0"),
-        InstanceStatus::Finished
-    );
+    s.when_replayed("t_bad#0", None).await;
+
+    assert_eq!(finalized_count(s.engine()).await, 1);
+    s.then_statuses(&[("t_wrapUp#0", InstanceStatus::Finished)])
+        .await;
 }
 
 async fn a_session_without_tasks_is_never_finalized(db: TestDb) {
@@ -188,62 +176,38 @@ async fn a_session_without_tasks_is_never_finalized(db: TestDb) {
 
 async fn a_session_is_finalized_once_an_operator_finishes_its_last_task(db: TestDb) {
     // Given a session waiting only on an external job.
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_ok": {"after": ["a"], "run": DEVNULL},
             "t_external": {"after": ["a"], "run": EXTERNAL},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    assert_eq!(finalized_count(&engine).await, 0);
+        }))
+        .await
+        .when_fired(&["a"])
+        .await;
+    assert_eq!(finalized_count(s.engine()).await, 0);
 
     // When an operator marks it finished (without cascade).
-    engine
-        .update_instance_status(
-            &uid(S),
-            &names::instance("t_external#0"),
-            InstanceStatus::Finished,
-            None,
-            false,
-            None,
-        )
-        .await
-        .unwrap();
-    settle(&engine).await;
+    s.when_marked("t_external#0", InstanceStatus::Finished)
+        .await;
 
     // Then the session is finalized.
-    assert!(state(&engine, S)
-        .await
-        .unresolved_tasks()
-        .iter()
-        .all(|t| *t == "t_wrapUp"));
-    assert_eq!(finalized_count(&engine).await, 1);
+    assert_only_wrap_up_unresolved_and_finalized_once(&s).await;
 }
 
 async fn a_session_whose_last_task_skips_itself_is_finalized(db: TestDb) {
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_skips": {"after": ["a"], "run": SELF_SKIPPING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
+        }))
+        .await
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    assert_eq!(
-        status(&*state(&engine, S).await, "t_skips#0"),
-        InstanceStatus::Skipped
-    );
-    assert_eq!(finalized_count(&engine).await, 1);
+    s.then_statuses(&[("t_skips#0", InstanceStatus::Skipped)])
+        .await;
+    assert_eq!(finalized_count(s.engine()).await, 1);
 }
 
 async fn two_engines_finalize_a_session_once(db: TestDb) {
