@@ -56,6 +56,13 @@ impl Scenario {
         self
     }
 
+    /// When `trigger` is fired with `kwargs`, waited on until everything it
+    /// set off is done.
+    pub(crate) async fn when_fired_with(self, trigger: &str, kwargs: Value) -> Self {
+        fire_and_settle(&self.engine, S, trigger, kwargs).await;
+        self
+    }
+
     /// When an operator replays the failed `instance` (which must succeed);
     /// returns the clone once the engine is idle.
     pub(crate) async fn when_replayed(&self, instance: &str, kwargs: Option<Value>) -> Instance {
@@ -107,6 +114,16 @@ impl Scenario {
     /// The current state of the session.
     pub(crate) async fn state(&self) -> Arc<SessionState> {
         state(&self.engine, S).await
+    }
+
+    /// Then the session holds exactly these instances, in creation order,
+    /// with these statuses.
+    pub(crate) async fn then_summary(&self, expected: &[(&str, InstanceStatus)]) {
+        let expected: Vec<(String, InstanceStatus)> = expected
+            .iter()
+            .map(|(name, status)| ((*name).to_owned(), *status))
+            .collect();
+        assert_eq!(summary(&*self.state().await), expected);
     }
 
     /// Then each named instance has its status.
