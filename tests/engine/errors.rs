@@ -33,7 +33,6 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
     // Given a session with one failed instance.
     let s = Scenario::on(db.engine().await)
         .given(json!({"t": {"after": ["a"], "run": FAILING}}))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();
@@ -128,7 +127,6 @@ async fn replaying_or_skipping_an_instance_that_has_not_failed_is_an_invalid_sta
             "t_skipped": {"after": ["a"], "run": SELF_SKIPPING},
             "t_replayed": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 1},
         }))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();
@@ -308,7 +306,6 @@ async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: Test
     // Given a session with a failed instance and a finished one.
     let s = Scenario::on(db.engine().await)
         .given(json!({"t": {"after": ["a"], "run": FAILING}, "t_ok": {"after": ["a"], "run": DEVNULL}}))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();

@@ -131,7 +131,6 @@ async fn a_session_is_finalized_once_its_last_failure_is_skipped(db: TestDb) {
             "t_bad": {"after": ["a"], "run": FAILING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
         }))
-        .await
         .when_fired(&["a"])
         .await;
     assert_eq!(
@@ -153,9 +152,7 @@ async fn a_session_is_finalized_once_its_last_failure_is_replayed_successfully(d
             "t_bad": {"after": ["a"], "run": FAILING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
         }))
-        .await
         .when_fired(&["a"])
-        .await
         .given(json!({"t_bad": {"after": ["a"], "run": DEVNULL}}))
         .await;
 
@@ -182,7 +179,6 @@ async fn a_session_is_finalized_once_an_operator_finishes_its_last_task(db: Test
             "t_external": {"after": ["a"], "run": EXTERNAL},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
         }))
-        .await
         .when_fired(&["a"])
         .await;
     assert_eq!(finalized_count(s.engine()).await, 0);
@@ -201,7 +197,6 @@ async fn a_session_whose_last_task_skips_itself_is_finalized(db: TestDb) {
             "t_skips": {"after": ["a"], "run": SELF_SKIPPING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
         }))
-        .await
         .when_fired(&["a"])
         .await;
 

@@ -5,17 +5,19 @@
 //! ```ignore
 //! let s = Scenario::on(db.engine().await)
 //!     .given(json!({"t": {"after": ["a"], "run": FAILING}}))
-//!     .await
 //!     .when_fired(&["a"])
 //!     .await;
 //! s.then_statuses(&[("t#0", InstanceStatus::Failed)]).await;
 //! let clone = s.when_replayed("t#0", None).await;
 //! ```
 //!
-//! Every step that acts waits until the engine is idle, so the "then" steps
+//! The given and when-fired steps run when the scenario is awaited; every
+//! step that acts waits until the engine is idle, so the "then" steps
 //! read settled state. [`Scenario::engine`] gives the engine back for what
 //! the steps do not cover.
 
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -25,41 +27,74 @@ use triggers::Engine;
 use crate::support::*;
 use triggers::testkit::names::{self, uid};
 
-/// One engine and the session [`S`], driven step by step.
+/// One engine and the session [`S`], driven step by step. The given and
+/// when-fired steps queue up and run in order when the scenario is awaited.
 pub(crate) struct Scenario {
     engine: Engine,
+    steps: Vec<Step>,
+}
+
+/// A queued step of a [`Scenario`].
+enum Step {
+    /// Configure these tasks.
+    Given(Value),
+    /// Fire this trigger with these kwargs, and settle.
+    Fire(String, Value),
 }
 
 impl Scenario {
     /// A scenario on `engine`, about the session [`S`].
     pub(crate) fn on(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            steps: Vec::new(),
+        }
     }
 
     /// The engine, for the steps the scenario does not cover.
     pub(crate) fn engine(&self) -> &Engine {
+        assert!(
+            self.steps.is_empty(),
+            "await the scenario before looking at it"
+        );
         &self.engine
     }
 
     /// Given `tasks` configured on the session (which must succeed).
-    pub(crate) async fn given(self, tasks: Value) -> Self {
-        configure(&self.engine, S, tasks).await;
+    pub(crate) fn given(mut self, tasks: Value) -> Self {
+        self.steps.push(Step::Given(tasks));
         self
     }
 
     /// When each of `triggers` is fired in turn with no kwargs, each waited
     /// on until everything it set off is done.
-    pub(crate) async fn when_fired(self, triggers: &[&str]) -> Self {
+    pub(crate) fn when_fired(mut self, triggers: &[&str]) -> Self {
         for trigger in triggers {
-            fire_and_settle(&self.engine, S, trigger, json!({})).await;
+            self.steps
+                .push(Step::Fire((*trigger).to_owned(), json!({})));
         }
         self
     }
 
     /// When `trigger` is fired with `kwargs`, waited on until everything it
     /// set off is done.
-    pub(crate) async fn when_fired_with(self, trigger: &str, kwargs: Value) -> Self {
-        fire_and_settle(&self.engine, S, trigger, kwargs).await;
+    pub(crate) fn when_fired_with(mut self, trigger: &str, kwargs: Value) -> Self {
+        self.steps.push(Step::Fire(trigger.to_owned(), kwargs));
+        self
+    }
+
+    /// Runs the queued steps in order.
+    async fn run(mut self) -> Self {
+        for step in std::mem::take(&mut self.steps) {
+            match step {
+                Step::Given(tasks) => {
+                    configure(&self.engine, S, tasks).await;
+                }
+                Step::Fire(trigger, kwargs) => {
+                    fire_and_settle(&self.engine, S, &trigger, kwargs).await;
+                }
+            }
+        }
         self
     }
 
@@ -67,11 +102,11 @@ impl Scenario {
     /// returns the clone once the engine is idle.
     pub(crate) async fn when_replayed(&self, instance: &str, kwargs: Option<Value>) -> Instance {
         let clone = self
-            .engine
+            .engine()
             .replay_failed_instance(&uid(S), &names::instance(instance), kwargs)
             .await
             .unwrap_or_else(|e| panic!("replay {instance}: {e}"));
-        settle(&self.engine).await;
+        settle(self.engine()).await;
         clone
     }
 
@@ -84,11 +119,11 @@ impl Scenario {
         result: Option<Value>,
     ) -> Instance {
         let skipped = self
-            .engine
+            .engine()
             .skip_failed_instance(&uid(S), &names::instance(instance), cascade, result)
             .await
             .unwrap_or_else(|e| panic!("skip {instance}: {e}"));
-        settle(&self.engine).await;
+        settle(self.engine()).await;
         skipped
     }
 
@@ -96,7 +131,7 @@ impl Scenario {
     /// cascade (which must succeed); returns it once the engine is idle.
     pub(crate) async fn when_marked(&self, instance: &str, status: InstanceStatus) -> Instance {
         let marked = self
-            .engine
+            .engine()
             .update_instance_status(
                 &uid(S),
                 &names::instance(instance),
@@ -107,13 +142,13 @@ impl Scenario {
             )
             .await
             .unwrap_or_else(|e| panic!("mark {instance} {status:?}: {e}"));
-        settle(&self.engine).await;
+        settle(self.engine()).await;
         marked
     }
 
     /// The current state of the session.
     pub(crate) async fn state(&self) -> Arc<SessionState> {
-        state(&self.engine, S).await
+        state(self.engine(), S).await
     }
 
     /// Then the session holds exactly these instances, in creation order,
@@ -132,5 +167,16 @@ impl Scenario {
         for (name, want) in expected {
             assert_eq!(status(&st, name), *want, "status of {name}");
         }
+    }
+}
+
+impl IntoFuture for Scenario {
+    type Output = Scenario;
+    type IntoFuture = Pin<Box<dyn Future<Output = Scenario> + Send>>;
+
+    /// Runs the queued given and when-fired steps, then gives the scenario
+    /// back for the operator steps and the checks.
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
     }
 }

@@ -257,7 +257,6 @@ async fn configuring_replaces_tasks_of_the_same_name_and_keeps_the_others(db: Te
             "t_one": {"after": ["a"], "run": PASSTHRU, "description": "first version"},
             "t_two": {"after": ["b"], "run": DEVNULL},
         }))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();

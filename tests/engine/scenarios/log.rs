@@ -72,7 +72,6 @@ async fn as_of_a_version_is_the_fold_of_the_events_up_to_it(db: TestDb) {
         }))
         .await
         .when_fired_with("page", json!({"n": 1}))
-        .await
         .when_fired(&["a", "stop"])
         .await
         .when_fired_with("page", json!({"n": 2}))
@@ -455,7 +454,6 @@ async fn rebuild_recomputes_the_same_state_from_the_log(db: TestDb) {
             "t_b": {"after": ["t_a"], "andEvery": "page", "run": PASSTHRU},
             "t_queued": {"after": ["a"], "run": EXTERNAL},
         }))
-        .await
         .when_fired(&["a", "page"])
         .await;
     let engine = s.engine();
@@ -670,7 +668,6 @@ async fn every_status_reached_is_timestamped(db: TestDb) {
             "t_skip": {"after": ["a"], "run": FAILING},
             "t_gone": {"after": ["never"], "unless": ["a"], "run": DEVNULL},
         }))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();

@@ -10,7 +10,6 @@ use triggers::testkit::names::{self, uid};
 async fn an_operator_can_set_any_status_and_merge_metadata(db: TestDb) {
     let s = Scenario::on(db.engine().await)
         .given(json!({"t": {"after": ["a"], "run": DEVNULL}}))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();
@@ -60,7 +59,6 @@ async fn setting_a_status_with_cascade_fires_the_task_name(db: TestDb) {
             "t_next": {"after": ["t_ext"], "run": PASSTHRU},
             "t_after_quiet": {"after": ["t_quiet"], "run": PASSTHRU},
         }))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();
@@ -107,7 +105,6 @@ async fn setting_a_status_with_cascade_fires_the_task_name(db: TestDb) {
 async fn updating_metadata_merges_it_and_bumps_only_last_modified(db: TestDb) {
     let s = Scenario::on(db.engine().await)
         .given(json!({"t": {"after": ["a"], "run": DEVNULL}}))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();
@@ -141,7 +138,6 @@ async fn updating_metadata_merges_it_and_bumps_only_last_modified(db: TestDb) {
 async fn marking_logs_resolved_takes_an_instance_off_the_unresolved_logs(db: TestDb) {
     let s = Scenario::on(db.engine().await)
         .given(json!({"t": {"after": ["a"], "run": FAILING}}))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();

@@ -87,7 +87,6 @@ async fn replaying_a_failed_instance_runs_a_clone_with_the_same_kwargs(db: TestD
 async fn a_replayed_clone_can_fail_and_be_replayed_again(db: TestDb) {
     let s = Scenario::on(db.engine().await)
         .given(json!({"t": {"after": ["a"], "run": FAILING}}))
-        .await
         .when_fired(&["a"])
         .await;
 
@@ -111,7 +110,6 @@ async fn replay_uses_the_tasks_current_configuration(db: TestDb) {
         .given(json!({"t": {"after": ["a"], "run": FAILING}}))
         .await
         .when_fired_with("a", json!({"n": 1}))
-        .await
         .given(json!({"t": {"after": ["a"], "run": PASSTHRU, "withParams": {"extra": {"k": 1}}}}))
         .await;
 
@@ -185,7 +183,6 @@ async fn a_replay_keeps_the_abandon_state(db: TestDb) {
 async fn failed_with_a_task_downstream(db: &TestDb) -> Scenario {
     Scenario::on(db.engine().await)
         .given(json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": PASSTHRU}}))
-        .await
         .when_fired(&["a"])
         .await
 }

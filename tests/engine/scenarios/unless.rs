@@ -137,7 +137,6 @@ async fn an_unless_trigger_does_not_affect_an_instance_that_already_started(db: 
             "t_queued": {"after": ["a"], "unless": ["stop"], "run": EXTERNAL},
             "t_done": {"after": ["a"], "unless": ["stop"], "run": PASSTHRU},
         }))
-        .await
         .when_fired(&["a"])
         .await;
     let engine = s.engine();
