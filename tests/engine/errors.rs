@@ -106,13 +106,7 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
     // And nothing was written anywhere.
     assert_eq!(footprint(engine, S).await, before);
     assert_eq!(footprint(engine, "nobody").await, (0, 0));
-    let uids: Vec<String> = engine
-        .sessions(100, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.uid)
-        .collect();
+    let uids = session_uids(engine).await;
     assert_eq!(uids, [S]);
 }
 
@@ -418,13 +412,7 @@ async fn an_empty_session_uid_or_trigger_name_is_bad_input(db: TestDb) {
         assert_eq!(err.code(), "BAD_INPUT");
     }
     assert_eq!(footprint(&engine, S).await, before);
-    let uids: Vec<String> = engine
-        .sessions(100, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.uid)
-        .collect();
+    let uids = session_uids(&engine).await;
     assert_eq!(uids, [S]);
 }
 

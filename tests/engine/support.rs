@@ -121,6 +121,17 @@ pub(crate) async fn events(engine: &Engine, session: &str) -> Vec<Event> {
         .expect("read the events")
 }
 
+/// The uids of the first 100 sessions, in listing order.
+pub(crate) async fn session_uids(engine: &Engine) -> Vec<String> {
+    engine
+        .sessions(100, None)
+        .await
+        .expect("list the sessions")
+        .into_iter()
+        .map(|s| s.uid)
+        .collect()
+}
+
 /// The instance, which must exist.
 pub(crate) fn instance<'a>(state: &'a SessionState, name: &str) -> &'a Instance {
     state

@@ -359,13 +359,7 @@ async fn a_session_never_used_is_empty_and_readable(db: TestDb) {
             .unwrap()
             == SessionState::new("nobody")
     );
-    let listed: Vec<String> = engine
-        .sessions(100, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.uid)
-        .collect();
+    let listed = session_uids(&engine).await;
     assert_eq!(
         listed,
         ["someone-else"],
