@@ -370,7 +370,7 @@ async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: Test
         assert!(err.to_string().contains("object"), "{err}");
     }
     assert_eq!(footprint(engine, S).await, before);
-    assert_eq!(status(&*s.state().await, "t#0"), InstanceStatus::Failed);
+    s.then_statuses(&[("t#0", InstanceStatus::Failed)]).await;
 }
 
 async fn an_empty_session_uid_or_trigger_name_is_bad_input(db: TestDb) {

@@ -96,31 +96,25 @@ async fn instances_finishing_together_finalize_the_session_once(db: TestDb) {
 }
 
 async fn an_abandoned_task_counts_as_resolved_for_finalization(db: TestDb) {
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_score": {"after": ["complete"], "unless": ["abandon"], "run": DEVNULL},
             "t_import": {"after": ["page"], "run": DEVNULL},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-
-    fire_and_settle(&engine, S, "page", json!({})).await;
+        }))
+        .when_fired(&["page"])
+        .await;
+    let engine = s.engine();
     assert_eq!(
-        finalized_count(&engine).await,
+        finalized_count(engine).await,
         0,
         "t_score has no instance yet"
     );
-    fire_and_settle(&engine, S, "abandon", json!({})).await;
+    fire_and_settle(engine, S, "abandon", json!({})).await;
 
-    assert_eq!(finalized_count(&engine).await, 1);
-    assert_eq!(
-        status(&*state(&engine, S).await, "t_wrapUp#0"),
-        InstanceStatus::Finished
-    );
+    assert_eq!(finalized_count(engine).await, 1);
+    s.then_statuses(&[("t_wrapUp#0", InstanceStatus::Finished)])
+        .await;
 }
 
 async fn a_session_is_finalized_once_its_last_failure_is_skipped(db: TestDb) {

@@ -9,11 +9,13 @@ use triggers::engine::{Job, Outcome};
 use triggers::testkit::names::{self, uid};
 
 async fn a_failing_job_fails_its_instance_with_its_exception(db: TestDb) {
-    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": DEVNULL}})).await;
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": FAILING}, "t_next": {"after": ["t"], "run": DEVNULL}}))
+        .when_fired_with("a", json!({"n": 1}))
+        .await;
+    let engine = s.engine();
 
-    fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let inst = instance(&st, "t#0");
     assert_eq!(inst.status, InstanceStatus::Failed);
     assert_eq!(
@@ -28,7 +30,7 @@ async fn a_failing_job_fails_its_instance_with_its_exception(db: TestDb) {
     assert!(inst.can_replay() && inst.can_skip());
     // A failure does not cascade.
     assert!(names_of(&st, "t_next").is_empty());
-    assert!(fired(&events(&engine, S).await, "t").is_empty());
+    assert!(fired(&events(engine, S).await, "t").is_empty());
 }
 
 async fn replaying_a_failed_instance_runs_a_clone_with_the_same_kwargs(db: TestDb) {
@@ -224,20 +226,15 @@ async fn skipping_a_failed_instance_with_cascade_fires_the_task_with_the_result(
 }
 
 async fn a_job_can_skip_itself(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t": {"after": ["a"], "run": SELF_SKIPPING, "withParams": {"p": {"q": 1}}},
             "t_next": {"after": ["t"], "run": PASSTHRU},
-        }),
-    )
-    .await;
+        }))
+        .when_fired_with("a", json!({"n": 1}))
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let inst = instance(&st, "t#0");
     assert_eq!(inst.status, InstanceStatus::Skipped);
     assert_eq!(
@@ -252,13 +249,13 @@ async fn a_job_can_skip_itself(db: TestDb) {
 }
 
 async fn a_self_retrying_job_retries_up_to_the_default_max_retries(db: TestDb) {
-    let engine = db
-        .engine_configured(S, json!({"t": {"after": ["a"], "run": SELF_RETRYING}}))
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": SELF_RETRYING}}))
+        .when_fired_with("a", json!({"n": 1}))
         .await;
+    let engine = s.engine();
 
-    fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(
         summary(&st),
         [
@@ -283,7 +280,7 @@ async fn a_self_retrying_job_retries_up_to_the_default_max_retries(db: TestDb) {
         assert_eq!(attempt.depth, n);
     }
     // Failure, replay and the clone's scheduling commit as one chain of causes.
-    let events = events(&engine, S).await;
+    let events = events(engine, S).await;
     let failed = about(&events, "InstanceFailed", "t#0")[0];
     let replayed = about(&events, "InstanceReplayed", "t#0")[0];
     assert_eq!(replayed.caused_by, Some(failed.seq));
@@ -296,23 +293,25 @@ async fn a_self_retrying_job_retries_up_to_the_default_max_retries(db: TestDb) {
 }
 
 async fn a_self_retrying_job_stops_at_its_own_limit(db: TestDb) {
-    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 5, "withParams": {"retries": {"max": 1}}}})).await;
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 5, "withParams": {"retries": {"max": 1}}}}))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(names_of(&st, "t"), ["t#0", "t#1"]);
     assert_eq!(result(instance(&st, "t#1")), json!({"count": 1}));
 }
 
 async fn asking_to_retry_beyond_max_retries_fails_with_max_retries_exceeded(db: TestDb) {
     // Given a job that wants 5 retries in a task that allows 1.
-    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 1, "withParams": {"retries": {"max": 5}}}})).await;
-
-    fire_and_settle(&engine, S, "a", json!({})).await;
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 1, "withParams": {"retries": {"max": 5}}}}))
+        .when_fired(&["a"])
+        .await;
 
     // Then the second attempt fails for good.
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(
         summary(&st),
         [
