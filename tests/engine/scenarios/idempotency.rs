@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, Runner};
 use triggers::engine::{Job, Outcome};
 use triggers::store::InstanceQuery;
-use triggers::testkit::names::{trigger, uid};
 
 async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothing(db: TestDb) {
     // Given a fire made with a key.
@@ -16,28 +15,12 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
             json!({"t": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
         )
         .await;
-    let first = engine
-        .fire(
-            &uid(S),
-            &trigger("page"),
-            obj(json!({"n": 1})),
-            Some("page-1"),
-        )
-        .await
-        .unwrap();
+    let first = fire_keyed(&engine, S, "page", json!({"n": 1}), Some("page-1")).await;
     settle(&engine).await;
     let version = state(&engine, S).await.version();
 
     // When the same key is used again (even with other kwargs).
-    let again = engine
-        .fire(
-            &uid(S),
-            &trigger("page"),
-            obj(json!({"n": 2})),
-            Some("page-1"),
-        )
-        .await
-        .unwrap();
+    let again = fire_keyed(&engine, S, "page", json!({"n": 2}), Some("page-1")).await;
     settle(&engine).await;
 
     // Then the first result comes back, marked duplicate, and nothing was written.
@@ -55,25 +38,9 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
     assert_eq!(names_of(&st, "t"), ["t#0"]);
 
     // And the key is per session; a new key fires again.
-    let elsewhere = engine
-        .fire(
-            &uid("other-session"),
-            &trigger("page"),
-            obj(json!({})),
-            Some("page-1"),
-        )
-        .await
-        .unwrap();
+    let elsewhere = fire_keyed(&engine, "other-session", "page", json!({}), Some("page-1")).await;
     assert!(!elsewhere.duplicate);
-    let fresh = engine
-        .fire(
-            &uid(S),
-            &trigger("page"),
-            obj(json!({"n": 2})),
-            Some("page-2"),
-        )
-        .await
-        .unwrap();
+    let fresh = fire_keyed(&engine, S, "page", json!({"n": 2}), Some("page-2")).await;
     assert!(!fresh.duplicate);
     assert_eq!(fresh.scheduled, ["t#1"]);
     settle(&engine).await;

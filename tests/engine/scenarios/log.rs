@@ -7,7 +7,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, SessionState};
 use triggers::store::InstanceQuery;
-use triggers::testkit::names::{self, trigger};
+use triggers::testkit::names;
 use triggers::Engine;
 
 async fn causes_include_inherited_kwargs_pointing_at_the_original_fires(db: TestDb) {
@@ -538,28 +538,12 @@ async fn a_repeated_idempotency_key_answers_with_the_first_fire_whatever_is_fire
         )
         .await;
     fire(&engine, S, "a", json!({})).await;
-    let first = engine
-        .fire(
-            &names::uid(S),
-            &trigger("stop"),
-            obj(json!({"why": "user"})),
-            Some("cancel-1"),
-        )
-        .await
-        .unwrap();
+    let first = fire_keyed(&engine, S, "stop", json!({"why": "user"}), Some("cancel-1")).await;
     assert_eq!(first.abandoned, ["t#0"]);
     let version = state(&engine, S).await.version();
 
     // When the key is used again, for another trigger.
-    let again = engine
-        .fire(
-            &names::uid(S),
-            &trigger("b"),
-            obj(json!({})),
-            Some("cancel-1"),
-        )
-        .await
-        .unwrap();
+    let again = fire_keyed(&engine, S, "b", json!({}), Some("cancel-1")).await;
 
     // Then the answer is the first fire's, consistently, and nothing was written.
     assert!(again.duplicate);
