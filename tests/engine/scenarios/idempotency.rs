@@ -1,5 +1,6 @@
 //! Idempotency keys, runners and handlers.
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -102,16 +103,12 @@ async fn a_job_returning_something_other_than_an_object_fails_its_instance(db: T
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.ReturnsAList"}, "t_next": {"after": ["t"], "run": DEVNULL}}),
-    )
-    .await;
+    let s = Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.ReturnsAList"}, "t_next": {"after": ["t"], "run": DEVNULL}}))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let inst = instance(&st, "t#0");
     assert_eq!(inst.status, InstanceStatus::Failed);
     let info = inst.metadata["exceptionInfo"].as_str().unwrap_or_default();
@@ -130,16 +127,12 @@ async fn a_handler_that_panics_fails_its_instance(db: TestDb) {
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.Panics"}}),
-    )
-    .await;
+    let s = Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.Panics"}}))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(status(&st, "t#0"), InstanceStatus::Failed);
     assert!(instance(&st, "t#0").log_level() >= 40);
 }
@@ -157,14 +150,10 @@ async fn a_custom_handler_receives_the_job_it_runs(db: TestDb) {
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.Record", "maxRetries": 4, "withParams": {"p": {"x": 1}}}}),
-    )
-    .await;
-
-    fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
+    Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.Record", "maxRetries": 4, "withParams": {"p": {"x": 1}}}}))
+        .when_fired_with("a", json!({"n": 1}))
+        .await;
 
     let job = rx.try_recv().expect("the handler ran");
     assert_eq!(job.session, S);

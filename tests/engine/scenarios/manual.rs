@@ -225,16 +225,12 @@ async fn an_error_logged_by_a_finished_job_needs_attention(db: TestDb) {
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.Noisy"}}),
-    )
-    .await;
+    let s = Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.Noisy"}}))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let inst = instance(&st, "t#0");
     assert_eq!(inst.status, InstanceStatus::Finished);
     assert_eq!(inst.log_level(), 40);

@@ -346,16 +346,12 @@ async fn a_retry_can_replace_kwargs_and_wait_a_cooldown(db: TestDb) {
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.Flaky"}}),
-    )
-    .await;
+    let s = Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.Flaky"}}))
+        .when_fired_with("a", json!({"broken": true}))
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({"broken": true})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let first = instance(&st, "t#0");
     assert_eq!(first.status, InstanceStatus::Replayed);
     assert_eq!(first.metadata["cooldown"].as_f64(), Some(0.3));
