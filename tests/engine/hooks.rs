@@ -38,39 +38,29 @@ async fn assert_only_wrap_up_unresolved_and_finalized_once(s: &Scenario) {
 
 async fn the_session_is_finalized_once_every_other_task_is_resolved(db: TestDb) {
     // Given two tasks and a wrap-up task after sessionFinalized.
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
-            "t_a": {"after": ["a"], "run": DEVNULL},
-            "t_b": {"after": ["b"], "run": PASSTHRU},
-            "t_wrapUp": {"after": [FINALIZED], "run": PASSTHRU},
-        }),
-    )
-    .await;
+    let s = Scenario::on(finalizing_engine(&db).await).given(json!({
+        "t_a": {"after": ["a"], "run": DEVNULL},
+        "t_b": {"after": ["b"], "run": PASSTHRU},
+        "t_wrapUp": {"after": [FINALIZED], "run": PASSTHRU},
+    }));
 
     // When only one task has run, the session is not finalized.
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    assert_eq!(finalized_count(&engine).await, 0);
+    let s = s.when_fired(&["a"]).await;
+    assert_eq!(finalized_count(s.engine()).await, 0);
 
     // When the other runs too.
-    fire_and_settle(&engine, S, "b", json!({})).await;
+    let s = s.when_fired(&["b"]).await;
 
     // Then sessionFinalized fired once and the wrap-up task ran.
-    assert_eq!(finalized_count(&engine).await, 1);
-    let st = state(&engine, S).await;
+    assert_eq!(finalized_count(s.engine()).await, 1);
+    let st = s.state().await;
     assert_eq!(status(&st, "t_wrapUp#0"), InstanceStatus::Finished);
     assert!(st.unresolved_tasks().is_empty());
 
     // And later activity does not finalize it again.
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    fire_and_settle(&engine, S, "b", json!({})).await;
-    assert_eq!(finalized_count(&engine).await, 1);
-    assert_eq!(
-        names_of(&*state(&engine, S).await, "t_wrapUp"),
-        ["t_wrapUp#0"]
-    );
+    let s = s.when_fired(&["a", "b"]).await;
+    assert_eq!(finalized_count(s.engine()).await, 1);
+    assert_eq!(names_of(&*s.state().await, "t_wrapUp"), ["t_wrapUp#0"]);
 }
 
 async fn instances_finishing_together_finalize_the_session_once(db: TestDb) {
@@ -104,15 +94,14 @@ async fn an_abandoned_task_counts_as_resolved_for_finalization(db: TestDb) {
         }))
         .when_fired(&["page"])
         .await;
-    let engine = s.engine();
     assert_eq!(
-        finalized_count(engine).await,
+        finalized_count(s.engine()).await,
         0,
         "t_score has no instance yet"
     );
-    fire_and_settle(engine, S, "abandon", json!({})).await;
+    let s = s.when_fired(&["abandon"]).await;
 
-    assert_eq!(finalized_count(engine).await, 1);
+    assert_eq!(finalized_count(s.engine()).await, 1);
     s.then_statuses(&[("t_wrapUp#0", InstanceStatus::Finished)])
         .await;
 }
