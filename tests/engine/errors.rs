@@ -21,6 +21,21 @@ fn refused<T: Debug>(what: &str, result: Result<T, Error>) -> Error {
     }
 }
 
+/// Configures `doc` on [`S`], which must be refused as BAD_CONFIGURATION
+/// (`bad` names the case in failures); returns the error's message.
+async fn refused_configuration(engine: &Engine, bad: &Value, doc: &Value) -> String {
+    let err = refused(
+        &format!("configure {bad}"),
+        engine.configure(&uid(S), doc).await,
+    );
+    assert!(
+        matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
+        "{bad}: {err:?}"
+    );
+    assert_eq!(err.code(), "BAD_CONFIGURATION");
+    err.to_string()
+}
+
 /// The session's version and event count, to prove nothing was written.
 async fn footprint(engine: &Engine, session: &str) -> (u64, usize) {
     engine.clear_cache();
@@ -239,18 +254,8 @@ async fn bad_configuration_is_rejected_whole_naming_the_task_and_directive(db: T
             "t_bad": bad.clone(),
             "t_ok": {"after": ["z"], "run": PASSTHRU},
         });
-        let err = refused(
-            &format!("configure {bad}"),
-            engine.configure(&uid(S), &doc).await,
-        );
-
         // Then it is BAD_CONFIGURATION, naming the task and the directive.
-        assert!(
-            matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
-            "{bad}: {err:?}"
-        );
-        assert_eq!(err.code(), "BAD_CONFIGURATION");
-        let message = err.to_string();
+        let message = refused_configuration(&engine, &bad, &doc).await;
         assert!(
             message.contains("t_bad"),
             "{bad}: the message names the task: {message}"
@@ -281,16 +286,8 @@ async fn a_configuration_that_is_not_an_object_of_tasks_is_rejected(db: TestDb) 
         json!(42),
         json!({"": {"after": [], "run": DEVNULL}}),
     ] {
-        let err = refused(
-            &format!("configure {bad}"),
-            engine.configure(&uid(S), &bad).await,
-        );
-        assert!(
-            matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
-            "{bad}: {err:?}"
-        );
-        assert_eq!(err.code(), "BAD_CONFIGURATION");
-        assert!(!err.to_string().is_empty());
+        let message = refused_configuration(&engine, &bad, &bad).await;
+        assert!(!message.is_empty());
     }
 
     assert_eq!(footprint(&engine, S).await, before);
