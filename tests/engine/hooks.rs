@@ -12,7 +12,6 @@ use triggers::Engine;
 
 use crate::scenario::Scenario;
 use crate::support::*;
-use triggers::testkit::names::{self, trigger, uid};
 
 const FINALIZED: &str = "sessionFinalized";
 
@@ -261,36 +260,17 @@ async fn a_hook_hears_every_committed_fire_replay_and_skip(db: TestDb) {
     // Given a hook that records what it hears.
     let recorder = Recorder::default();
     let hook = recorder.clone();
-    let engine = db.engine_with(move |b| b.hook(hook)).await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": FAILING}, "t_self": {"after": ["b"], "run": SELF_SKIPPING}}),
-    )
-    .await;
+    let s = Scenario::on(db.engine_with(move |b| b.hook(hook)).await)
+        .given(json!({"t": {"after": ["a"], "run": FAILING}, "t_self": {"after": ["b"], "run": SELF_SKIPPING}}));
 
     // When triggers fire, an instance is replayed, one skips itself, one is skipped.
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    engine
-        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
-        .await
-        .unwrap();
-    settle(&engine).await;
-    fire_and_settle(&engine, S, "b", json!({})).await;
-    engine
-        .skip_failed_instance(&uid(S), &names::instance("t#1"), true, None)
-        .await
-        .unwrap();
-    settle(&engine).await;
+    let s = s.when_fired(&["a"]).await;
+    s.when_replayed("t#0", None).await;
+    let s = s.when_fired(&["b"]).await;
+    s.when_skipped("t#1", true, None).await;
     // A duplicate fire is not a commit.
-    engine
-        .fire(&uid(S), &trigger("c"), obj(json!({})), Some("k"))
-        .await
-        .unwrap();
-    engine
-        .fire(&uid(S), &trigger("c"), obj(json!({})), Some("k"))
-        .await
-        .unwrap();
+    fire_keyed(s.engine(), S, "c", json!({}), Some("k")).await;
+    fire_keyed(s.engine(), S, "c", json!({}), Some("k")).await;
 
     // Then it heard each once, including the cascade of the skip. (Within one
     // commit the order is fire, replay, skip; across commits runs race.)

@@ -39,11 +39,7 @@ async fn an_operator_can_set_any_status_and_merge_metadata(db: TestDb) {
     assert_eq!(change.caused_by, None);
     assert_eq!(fired(&events, "t").len(), 1, "no cascade without asking");
     // A failed instance, whatever made it fail, can be replayed.
-    let clone = engine
-        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
-        .await
-        .unwrap();
-    settle(engine).await;
+    let clone = s.when_replayed("t#0", None).await;
     assert_eq!(
         status(&*s.state().await, &clone.name),
         InstanceStatus::Finished
