@@ -9,6 +9,7 @@ use triggers::domain::{DomainError, InstanceStatus, SessionUid, TriggerName};
 use triggers::engine::Error;
 use triggers::Engine;
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use triggers::testkit::names::{self, trigger, uid};
 
@@ -18,6 +19,21 @@ fn refused<T: Debug>(what: &str, result: Result<T, Error>) -> Error {
         Ok(value) => panic!("{what} should have been refused, got {value:?}"),
         Err(err) => err,
     }
+}
+
+/// Configures `doc` on [`S`], which must be refused as BAD_CONFIGURATION
+/// (`bad` names the case in failures); returns the error's message.
+async fn refused_configuration(engine: &Engine, bad: &Value, doc: &Value) -> String {
+    let err = refused(
+        &format!("configure {bad}"),
+        engine.configure(&uid(S), doc).await,
+    );
+    assert!(
+        matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
+        "{bad}: {err:?}"
+    );
+    assert_eq!(err.code(), "BAD_CONFIGURATION");
+    err.to_string()
 }
 
 /// The session's version and event count, to prove nothing was written.
@@ -30,10 +46,12 @@ async fn footprint(engine: &Engine, session: &str) -> (u64, usize) {
 
 async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestDb) {
     // Given a session with one failed instance.
-    let engine = db.engine().await;
-    configure(&engine, S, json!({"t": {"after": ["a"], "run": FAILING}})).await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    let before = footprint(&engine, S).await;
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": FAILING}}))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
+    let before = footprint(engine, S).await;
 
     // When any mutation names an instance that does not exist.
     for (session, name) in [(S, "t#9"), (S, "nope#0"), ("nobody", "t#0")] {
@@ -101,36 +119,27 @@ async fn mutations_naming_an_unknown_session_or_instance_are_not_found(db: TestD
     ));
 
     // And nothing was written anywhere.
-    assert_eq!(footprint(&engine, S).await, before);
-    assert_eq!(footprint(&engine, "nobody").await, (0, 0));
-    let uids: Vec<String> = engine
-        .sessions(100, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.uid)
-        .collect();
+    assert_eq!(footprint(engine, S).await, before);
+    assert_eq!(footprint(engine, "nobody").await, (0, 0));
+    let uids = session_uids(engine).await;
     assert_eq!(uids, [S]);
 }
 
 async fn replaying_or_skipping_an_instance_that_has_not_failed_is_an_invalid_state(db: TestDb) {
     // Given instances in every status but failed.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_finished": {"after": ["a"], "run": DEVNULL},
             "t_scheduled": {"after": ["a"], "run": EXTERNAL},
             "t_unstarted": {"after": ["a", "b"], "run": DEVNULL},
             "t_abandoned": {"after": ["c"], "unless": ["a"], "run": DEVNULL},
             "t_skipped": {"after": ["a"], "run": SELF_SKIPPING},
             "t_replayed": {"after": ["a"], "run": SELF_RETRYING, "maxRetries": 1},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    let st = state(&engine, S).await;
+        }))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
+    let st = s.state().await;
     let cases = [
         ("t_finished#0", InstanceStatus::Finished),
         ("t_scheduled#0", InstanceStatus::Scheduled),
@@ -142,7 +151,7 @@ async fn replaying_or_skipping_an_instance_that_has_not_failed_is_an_invalid_sta
     for (name, expected) in cases {
         assert_eq!(status(&st, name), expected, "setup of {name}");
     }
-    let before = footprint(&engine, S).await;
+    let before = footprint(engine, S).await;
 
     // When each is replayed or skipped.
     for (name, current) in cases {
@@ -172,8 +181,8 @@ async fn replaying_or_skipping_an_instance_that_has_not_failed_is_an_invalid_sta
     }
 
     // And nothing was written.
-    assert_eq!(footprint(&engine, S).await, before);
-    assert_eq!(*state(&engine, S).await, *st);
+    assert_eq!(footprint(engine, S).await, before);
+    assert_eq!(*s.state().await, *st);
 }
 
 async fn bad_configuration_is_rejected_whole_naming_the_task_and_directive(db: TestDb) {
@@ -245,18 +254,8 @@ async fn bad_configuration_is_rejected_whole_naming_the_task_and_directive(db: T
             "t_bad": bad.clone(),
             "t_ok": {"after": ["z"], "run": PASSTHRU},
         });
-        let err = refused(
-            &format!("configure {bad}"),
-            engine.configure(&uid(S), &doc).await,
-        );
-
         // Then it is BAD_CONFIGURATION, naming the task and the directive.
-        assert!(
-            matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
-            "{bad}: {err:?}"
-        );
-        assert_eq!(err.code(), "BAD_CONFIGURATION");
-        let message = err.to_string();
+        let message = refused_configuration(&engine, &bad, &doc).await;
         assert!(
             message.contains("t_bad"),
             "{bad}: the message names the task: {message}"
@@ -287,16 +286,8 @@ async fn a_configuration_that_is_not_an_object_of_tasks_is_rejected(db: TestDb) 
         json!(42),
         json!({"": {"after": [], "run": DEVNULL}}),
     ] {
-        let err = refused(
-            &format!("configure {bad}"),
-            engine.configure(&uid(S), &bad).await,
-        );
-        assert!(
-            matches!(err, Error::Domain(DomainError::BadConfiguration(_))),
-            "{bad}: {err:?}"
-        );
-        assert_eq!(err.code(), "BAD_CONFIGURATION");
-        assert!(!err.to_string().is_empty());
+        let message = refused_configuration(&engine, &bad, &bad).await;
+        assert!(!message.is_empty());
     }
 
     assert_eq!(footprint(&engine, S).await, before);
@@ -304,9 +295,12 @@ async fn a_configuration_that_is_not_an_object_of_tasks_is_rejected(db: TestDb) 
 
 async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: TestDb) {
     // Given a session with a failed instance and a finished one.
-    let engine = db.engine_configured(S, json!({"t": {"after": ["a"], "run": FAILING}, "t_ok": {"after": ["a"], "run": DEVNULL}})).await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    let before = footprint(&engine, S).await;
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": FAILING}, "t_ok": {"after": ["a"], "run": DEVNULL}}))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
+    let before = footprint(engine, S).await;
 
     // When non-objects are passed where objects are expected.
     let mut errors = Vec::new();
@@ -372,11 +366,8 @@ async fn kwargs_results_and_metadata_that_are_not_objects_are_bad_input(db: Test
         assert_eq!(err.code(), "BAD_INPUT");
         assert!(err.to_string().contains("object"), "{err}");
     }
-    assert_eq!(footprint(&engine, S).await, before);
-    assert_eq!(
-        status(&*state(&engine, S).await, "t#0"),
-        InstanceStatus::Failed
-    );
+    assert_eq!(footprint(engine, S).await, before);
+    s.then_statuses(&[("t#0", InstanceStatus::Failed)]).await;
 }
 
 async fn an_empty_session_uid_or_trigger_name_is_bad_input(db: TestDb) {
@@ -418,13 +409,7 @@ async fn an_empty_session_uid_or_trigger_name_is_bad_input(db: TestDb) {
         assert_eq!(err.code(), "BAD_INPUT");
     }
     assert_eq!(footprint(&engine, S).await, before);
-    let uids: Vec<String> = engine
-        .sessions(100, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.uid)
-        .collect();
+    let uids = session_uids(&engine).await;
     assert_eq!(uids, [S]);
 }
 

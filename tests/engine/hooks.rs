@@ -10,8 +10,8 @@ use triggers::domain::{InstanceName, InstanceStatus, SessionUid};
 use triggers::engine::{FinalizeSession, FireResult, Hook};
 use triggers::Engine;
 
+use crate::scenario::Scenario;
 use crate::support::*;
-use triggers::testkit::names::{self, trigger, uid};
 
 const FINALIZED: &str = "sessionFinalized";
 
@@ -23,41 +23,43 @@ async fn finalized_count(engine: &Engine) -> usize {
     fired(&events(engine, S).await, FINALIZED).len()
 }
 
+/// Asserts that only the wrap-up task is unresolved and the session was
+/// finalized once.
+async fn assert_only_wrap_up_unresolved_and_finalized_once(s: &Scenario) {
+    assert!(s
+        .state()
+        .await
+        .unresolved_tasks()
+        .iter()
+        .all(|t| *t == "t_wrapUp"));
+    assert_eq!(finalized_count(s.engine()).await, 1);
+}
+
 async fn the_session_is_finalized_once_every_other_task_is_resolved(db: TestDb) {
     // Given two tasks and a wrap-up task after sessionFinalized.
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
-            "t_a": {"after": ["a"], "run": DEVNULL},
-            "t_b": {"after": ["b"], "run": PASSTHRU},
-            "t_wrapUp": {"after": [FINALIZED], "run": PASSTHRU},
-        }),
-    )
-    .await;
+    let s = Scenario::on(finalizing_engine(&db).await).given(json!({
+        "t_a": {"after": ["a"], "run": DEVNULL},
+        "t_b": {"after": ["b"], "run": PASSTHRU},
+        "t_wrapUp": {"after": [FINALIZED], "run": PASSTHRU},
+    }));
 
     // When only one task has run, the session is not finalized.
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    assert_eq!(finalized_count(&engine).await, 0);
+    let s = s.when_fired(&["a"]).await;
+    assert_eq!(finalized_count(s.engine()).await, 0);
 
     // When the other runs too.
-    fire_and_settle(&engine, S, "b", json!({})).await;
+    let s = s.when_fired(&["b"]).await;
 
     // Then sessionFinalized fired once and the wrap-up task ran.
-    assert_eq!(finalized_count(&engine).await, 1);
-    let st = state(&engine, S).await;
+    assert_eq!(finalized_count(s.engine()).await, 1);
+    let st = s.state().await;
     assert_eq!(status(&st, "t_wrapUp#0"), InstanceStatus::Finished);
     assert!(st.unresolved_tasks().is_empty());
 
     // And later activity does not finalize it again.
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    fire_and_settle(&engine, S, "b", json!({})).await;
-    assert_eq!(finalized_count(&engine).await, 1);
-    assert_eq!(
-        names_of(&*state(&engine, S).await, "t_wrapUp"),
-        ["t_wrapUp#0"]
-    );
+    let s = s.when_fired(&["a", "b"]).await;
+    assert_eq!(finalized_count(s.engine()).await, 1);
+    assert_eq!(names_of(&*s.state().await, "t_wrapUp"), ["t_wrapUp#0"]);
 }
 
 async fn instances_finishing_together_finalize_the_session_once(db: TestDb) {
@@ -83,99 +85,64 @@ async fn instances_finishing_together_finalize_the_session_once(db: TestDb) {
 }
 
 async fn an_abandoned_task_counts_as_resolved_for_finalization(db: TestDb) {
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_score": {"after": ["complete"], "unless": ["abandon"], "run": DEVNULL},
             "t_import": {"after": ["page"], "run": DEVNULL},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-
-    fire_and_settle(&engine, S, "page", json!({})).await;
+        }))
+        .when_fired(&["page"])
+        .await;
     assert_eq!(
-        finalized_count(&engine).await,
+        finalized_count(s.engine()).await,
         0,
         "t_score has no instance yet"
     );
-    fire_and_settle(&engine, S, "abandon", json!({})).await;
+    let s = s.when_fired(&["abandon"]).await;
 
-    assert_eq!(finalized_count(&engine).await, 1);
-    assert_eq!(
-        status(&*state(&engine, S).await, "t_wrapUp#0"),
-        InstanceStatus::Finished
-    );
+    assert_eq!(finalized_count(s.engine()).await, 1);
+    s.then_statuses(&[("t_wrapUp#0", InstanceStatus::Finished)])
+        .await;
 }
 
 async fn a_session_is_finalized_once_its_last_failure_is_skipped(db: TestDb) {
     // Given a session whose only unresolved task failed.
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_ok": {"after": ["a"], "run": DEVNULL},
             "t_bad": {"after": ["a"], "run": FAILING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
+        }))
+        .when_fired(&["a"])
+        .await;
     assert_eq!(
-        finalized_count(&engine).await,
+        finalized_count(s.engine()).await,
         0,
         "a failed task is unresolved"
     );
 
     // When an operator skips the failure (without cascade).
-    engine
-        .skip_failed_instance(&uid(S), &names::instance("t_bad#0"), false, None)
-        .await
-        .unwrap();
-    settle(&engine).await;
+    s.when_skipped("t_bad#0", false, None).await;
 
     // Then every task is resolved, so the session is finalized.
-    assert!(state(&engine, S)
-        .await
-        .unresolved_tasks()
-        .iter()
-        .all(|t| *t == "t_wrapUp"));
-    assert_eq!(finalized_count(&engine).await, 1);
+    assert_only_wrap_up_unresolved_and_finalized_once(&s).await;
 }
 
 async fn a_session_is_finalized_once_its_last_failure_is_replayed_successfully(db: TestDb) {
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_bad": {"after": ["a"], "run": FAILING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    configure(
-        &engine,
-        S,
-        json!({"t_bad": {"after": ["a"], "run": DEVNULL}}),
-    )
-    .await;
+        }))
+        .when_fired(&["a"])
+        .given(json!({"t_bad": {"after": ["a"], "run": DEVNULL}}))
+        .await;
 
-    engine
-        .replay_failed_instance(&uid(S), &names::instance("t_bad#0"), None)
-        .await
-        .unwrap();
-    settle(&engine).await;
+    s.when_replayed("t_bad#0", None).await;
 
-    assert_eq!(finalized_count(&engine).await, 1);
-    assert_eq!(
-        status(&*state(&engine, S).await, "t_wrapUp#0"),
-        InstanceStatus::Finished
-    );
+    assert_eq!(finalized_count(s.engine()).await, 1);
+    s.then_statuses(&[("t_wrapUp#0", InstanceStatus::Finished)])
+        .await;
 }
 
 async fn a_session_without_tasks_is_never_finalized(db: TestDb) {
@@ -188,62 +155,36 @@ async fn a_session_without_tasks_is_never_finalized(db: TestDb) {
 
 async fn a_session_is_finalized_once_an_operator_finishes_its_last_task(db: TestDb) {
     // Given a session waiting only on an external job.
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_ok": {"after": ["a"], "run": DEVNULL},
             "t_external": {"after": ["a"], "run": EXTERNAL},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    assert_eq!(finalized_count(&engine).await, 0);
+        }))
+        .when_fired(&["a"])
+        .await;
+    assert_eq!(finalized_count(s.engine()).await, 0);
 
     // When an operator marks it finished (without cascade).
-    engine
-        .update_instance_status(
-            &uid(S),
-            &names::instance("t_external#0"),
-            InstanceStatus::Finished,
-            None,
-            false,
-            None,
-        )
-        .await
-        .unwrap();
-    settle(&engine).await;
+    s.when_marked("t_external#0", InstanceStatus::Finished)
+        .await;
 
     // Then the session is finalized.
-    assert!(state(&engine, S)
-        .await
-        .unresolved_tasks()
-        .iter()
-        .all(|t| *t == "t_wrapUp"));
-    assert_eq!(finalized_count(&engine).await, 1);
+    assert_only_wrap_up_unresolved_and_finalized_once(&s).await;
 }
 
 async fn a_session_whose_last_task_skips_itself_is_finalized(db: TestDb) {
-    let engine = finalizing_engine(&db).await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(finalizing_engine(&db).await)
+        .given(json!({
             "t_skips": {"after": ["a"], "run": SELF_SKIPPING},
             "t_wrapUp": {"after": [FINALIZED], "run": DEVNULL},
-        }),
-    )
-    .await;
+        }))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    assert_eq!(
-        status(&*state(&engine, S).await, "t_skips#0"),
-        InstanceStatus::Skipped
-    );
-    assert_eq!(finalized_count(&engine).await, 1);
+    s.then_statuses(&[("t_skips#0", InstanceStatus::Skipped)])
+        .await;
+    assert_eq!(finalized_count(s.engine()).await, 1);
 }
 
 async fn two_engines_finalize_a_session_once(db: TestDb) {
@@ -319,36 +260,17 @@ async fn a_hook_hears_every_committed_fire_replay_and_skip(db: TestDb) {
     // Given a hook that records what it hears.
     let recorder = Recorder::default();
     let hook = recorder.clone();
-    let engine = db.engine_with(move |b| b.hook(hook)).await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": FAILING}, "t_self": {"after": ["b"], "run": SELF_SKIPPING}}),
-    )
-    .await;
+    let s = Scenario::on(db.engine_with(move |b| b.hook(hook)).await)
+        .given(json!({"t": {"after": ["a"], "run": FAILING}, "t_self": {"after": ["b"], "run": SELF_SKIPPING}}));
 
     // When triggers fire, an instance is replayed, one skips itself, one is skipped.
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    engine
-        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
-        .await
-        .unwrap();
-    settle(&engine).await;
-    fire_and_settle(&engine, S, "b", json!({})).await;
-    engine
-        .skip_failed_instance(&uid(S), &names::instance("t#1"), true, None)
-        .await
-        .unwrap();
-    settle(&engine).await;
+    let s = s.when_fired(&["a"]).await;
+    s.when_replayed("t#0", None).await;
+    let s = s.when_fired(&["b"]).await;
+    s.when_skipped("t#1", true, None).await;
     // A duplicate fire is not a commit.
-    engine
-        .fire(&uid(S), &trigger("c"), obj(json!({})), Some("k"))
-        .await
-        .unwrap();
-    engine
-        .fire(&uid(S), &trigger("c"), obj(json!({})), Some("k"))
-        .await
-        .unwrap();
+    fire_keyed(s.engine(), S, "c", json!({}), Some("k")).await;
+    fire_keyed(s.engine(), S, "c", json!({}), Some("k")).await;
 
     // Then it heard each once, including the cascade of the skip. (Within one
     // commit the order is fire, replay, skip; across commits runs race.)

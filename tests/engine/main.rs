@@ -26,6 +26,7 @@
 #[macro_use]
 extern crate triggers;
 
+mod scenario;
 mod support;
 
 mod concurrency;

@@ -87,8 +87,20 @@ pub(crate) async fn fire(
     trigger: &str,
     kwargs: Value,
 ) -> FireResult {
+    fire_keyed(engine, session, trigger, kwargs, None).await
+}
+
+/// Fires `trigger` with `kwargs` and the idempotency key `key`, which must
+/// succeed.
+pub(crate) async fn fire_keyed(
+    engine: &Engine,
+    session: &str,
+    trigger: &str,
+    kwargs: Value,
+    key: Option<&str>,
+) -> FireResult {
     engine
-        .fire(&uid(session), &names::trigger(trigger), obj(kwargs), None)
+        .fire(&uid(session), &names::trigger(trigger), obj(kwargs), key)
         .await
         .unwrap_or_else(|e| panic!("fire {trigger}: {e}"))
 }
@@ -119,6 +131,17 @@ pub(crate) async fn events(engine: &Engine, session: &str) -> Vec<Event> {
         .events(&uid(session), 0, None)
         .await
         .expect("read the events")
+}
+
+/// The uids of the first 100 sessions, in listing order.
+pub(crate) async fn session_uids(engine: &Engine) -> Vec<String> {
+    engine
+        .sessions(100, None)
+        .await
+        .expect("list the sessions")
+        .into_iter()
+        .map(|s| s.uid)
+        .collect()
 }
 
 /// The instance, which must exist.

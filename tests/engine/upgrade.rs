@@ -27,10 +27,10 @@ use triggers::store::InstanceQuery;
 use triggers::Engine;
 
 use crate::support::{
-    about, configure, events, fire_and_settle, obj, settle, state, status, test_options, Backend,
-    TestDb, DEVNULL, PASSTHRU, PATIENCE, SELF_SKIPPING,
+    about, configure, events, fire_and_settle, fire_keyed, settle, state, status, test_options,
+    Backend, TestDb, DEVNULL, PASSTHRU, PATIENCE, SELF_SKIPPING,
 };
-use triggers::testkit::names::{instance, trigger, uid};
+use triggers::testkit::names::{instance, uid};
 
 /// The session of the fixture.
 const FIXTURE_SESSION: &str = "questionnaire:42";
@@ -636,37 +636,24 @@ async fn run_the_fixture_session(engine: &Engine) {
 
     // A respondent goes through the questionnaire; inline tasks run as they go.
     let subject = json!({"subject": {"id": 42}, "browser": "Firefox"});
-    engine
-        .fire(
-            &uid(s),
-            &trigger("firstPageReceived"),
-            obj(subject),
-            Some(IDEMPOTENCY_KEYS[0]),
-        )
-        .await
-        .unwrap();
+    fire_keyed(
+        engine,
+        s,
+        "firstPageReceived",
+        subject,
+        Some(IDEMPOTENCY_KEYS[0]),
+    )
+    .await;
     settle(engine).await;
-    engine
-        .fire(
-            &uid(s),
-            &trigger("pageReceived"),
-            obj(json!({"page": 1, "responses": [1, 2]})),
-            None,
-        )
-        .await
-        .unwrap();
-    settle(engine).await;
+    fire_and_settle(
+        engine,
+        s,
+        "pageReceived",
+        json!({"page": 1, "responses": [1, 2]}),
+    )
+    .await;
     // Scores (inline, cascading to the worker tasks) and abandons the reminder.
-    engine
-        .fire(
-            &uid(s),
-            &trigger("questionnaireComplete"),
-            obj(json!({"at": "noon"})),
-            None,
-        )
-        .await
-        .unwrap();
-    settle(engine).await;
+    fire_and_settle(engine, s, "questionnaireComplete", json!({"at": "noon"})).await;
 
     // A worker on the named queue `exports` exports; the cascade queues `t_archive`.
     let export = claim(engine, Some("exports"), "t_exportResults#0", 30).await;

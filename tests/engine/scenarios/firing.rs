@@ -1,5 +1,6 @@
 //! Firing: one-shot and `andEvery` tasks, and the kwargs their instances capture.
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use serde_json::{json, Value};
 use triggers::domain::InstanceStatus;
@@ -251,28 +252,25 @@ async fn configure_never_re_applies_earlier_fires_nor_creates_instances(db: Test
 
 async fn configuring_replaces_tasks_of_the_same_name_and_keeps_the_others(db: TestDb) {
     // Given two configured tasks, one of which has run.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_one": {"after": ["a"], "run": PASSTHRU, "description": "first version"},
             "t_two": {"after": ["b"], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
+        }))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
 
     // When t_one alone is configured again.
     configure(
-        &engine,
+        engine,
         S,
         json!({"t_one": {"after": ["c"], "run": DEVNULL, "maxRetries": 7}}),
     )
     .await;
 
     // Then t_one is replaced, t_two kept, and the instance of t_one kept.
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let names: Vec<&str> = st.tasks().map(|(name, _)| name).collect();
     assert_eq!(names, ["t_one", "t_two"]);
     let one = st.task("t_one").unwrap();

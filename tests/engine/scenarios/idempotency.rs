@@ -1,12 +1,12 @@
 //! Idempotency keys, runners and handlers.
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, Runner};
 use triggers::engine::{Job, Outcome};
 use triggers::store::InstanceQuery;
-use triggers::testkit::names::{trigger, uid};
 
 async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothing(db: TestDb) {
     // Given a fire made with a key.
@@ -16,28 +16,12 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
             json!({"t": {"after": [], "andEvery": "page", "run": PASSTHRU}}),
         )
         .await;
-    let first = engine
-        .fire(
-            &uid(S),
-            &trigger("page"),
-            obj(json!({"n": 1})),
-            Some("page-1"),
-        )
-        .await
-        .unwrap();
+    let first = fire_keyed(&engine, S, "page", json!({"n": 1}), Some("page-1")).await;
     settle(&engine).await;
     let version = state(&engine, S).await.version();
 
     // When the same key is used again (even with other kwargs).
-    let again = engine
-        .fire(
-            &uid(S),
-            &trigger("page"),
-            obj(json!({"n": 2})),
-            Some("page-1"),
-        )
-        .await
-        .unwrap();
+    let again = fire_keyed(&engine, S, "page", json!({"n": 2}), Some("page-1")).await;
     settle(&engine).await;
 
     // Then the first result comes back, marked duplicate, and nothing was written.
@@ -55,25 +39,9 @@ async fn repeating_an_idempotency_key_returns_the_first_result_and_appends_nothi
     assert_eq!(names_of(&st, "t"), ["t#0"]);
 
     // And the key is per session; a new key fires again.
-    let elsewhere = engine
-        .fire(
-            &uid("other-session"),
-            &trigger("page"),
-            obj(json!({})),
-            Some("page-1"),
-        )
-        .await
-        .unwrap();
+    let elsewhere = fire_keyed(&engine, "other-session", "page", json!({}), Some("page-1")).await;
     assert!(!elsewhere.duplicate);
-    let fresh = engine
-        .fire(
-            &uid(S),
-            &trigger("page"),
-            obj(json!({"n": 2})),
-            Some("page-2"),
-        )
-        .await
-        .unwrap();
+    let fresh = fire_keyed(&engine, S, "page", json!({"n": 2}), Some("page-2")).await;
     assert!(!fresh.duplicate);
     assert_eq!(fresh.scheduled, ["t#1"]);
     settle(&engine).await;
@@ -135,16 +103,12 @@ async fn a_job_returning_something_other_than_an_object_fails_its_instance(db: T
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.ReturnsAList"}, "t_next": {"after": ["t"], "run": DEVNULL}}),
-    )
-    .await;
+    let s = Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.ReturnsAList"}, "t_next": {"after": ["t"], "run": DEVNULL}}))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let inst = instance(&st, "t#0");
     assert_eq!(inst.status, InstanceStatus::Failed);
     let info = inst.metadata["exceptionInfo"].as_str().unwrap_or_default();
@@ -163,16 +127,12 @@ async fn a_handler_that_panics_fails_its_instance(db: TestDb) {
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.Panics"}}),
-    )
-    .await;
+    let s = Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.Panics"}}))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(status(&st, "t#0"), InstanceStatus::Failed);
     assert!(instance(&st, "t#0").log_level() >= 40);
 }
@@ -190,14 +150,10 @@ async fn a_custom_handler_receives_the_job_it_runs(db: TestDb) {
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.Record", "maxRetries": 4, "withParams": {"p": {"x": 1}}}}),
-    )
-    .await;
-
-    fire_and_settle(&engine, S, "a", json!({"n": 1})).await;
+    Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.Record", "maxRetries": 4, "withParams": {"p": {"x": 1}}}}))
+        .when_fired_with("a", json!({"n": 1}))
+        .await;
 
     let job = rx.try_recv().expect("the handler ran");
     assert_eq!(job.session, S);

@@ -1,12 +1,13 @@
 //! The log: causes, `asOf`, `causedBy`, timestamps and reads.
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::BTreeSet;
 use triggers::domain::{InstanceStatus, SessionState};
 use triggers::store::InstanceQuery;
-use triggers::testkit::names::{self, trigger};
+use triggers::testkit::names;
 use triggers::Engine;
 
 async fn causes_include_inherited_kwargs_pointing_at_the_original_fires(db: TestDb) {
@@ -63,26 +64,24 @@ async fn causes_include_inherited_kwargs_pointing_at_the_original_fires(db: Test
 
 async fn as_of_a_version_is_the_fold_of_the_events_up_to_it(db: TestDb) {
     // Given a session with cascades, failures, abandons and manual changes.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_a": {"after": ["a"], "run": PASSTHRU},
             "t_b": {"after": ["t_a"], "andEvery": "page", "unless": ["stop"], "run": PASSTHRU},
             "t_fail": {"after": ["a"], "run": FAILING},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "page", json!({"n": 1})).await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    fire_and_settle(&engine, S, "stop", json!({})).await;
-    fire_and_settle(&engine, S, "page", json!({"n": 2})).await;
+        }))
+        .await
+        .when_fired_with("page", json!({"n": 1}))
+        .when_fired(&["a", "stop"])
+        .await
+        .when_fired_with("page", json!({"n": 2}))
+        .await;
+    let engine = s.engine();
     engine
         .replay_failed_instance(&names::uid(S), &names::instance("t_fail#0"), None)
         .await
         .unwrap();
-    settle(&engine).await;
+    settle(engine).await;
     engine
         .update_instance_metadata(
             &names::uid(S),
@@ -93,8 +92,8 @@ async fn as_of_a_version_is_the_fold_of_the_events_up_to_it(db: TestDb) {
         .unwrap();
 
     // Then asOf(k) is exactly the fold of events 1..k, for every k.
-    let events = events(&engine, S).await;
-    let live = state(&engine, S).await;
+    let events = events(engine, S).await;
+    let live = s.state().await;
     assert_eq!(live.version(), events.len() as u64);
     for k in 0..=events.len() {
         let as_of = engine
@@ -360,13 +359,7 @@ async fn a_session_never_used_is_empty_and_readable(db: TestDb) {
             .unwrap()
             == SessionState::new("nobody")
     );
-    let listed: Vec<String> = engine
-        .sessions(100, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.uid)
-        .collect();
+    let listed = session_uids(&engine).await;
     assert_eq!(
         listed,
         ["someone-else"],
@@ -449,27 +442,23 @@ async fn sessions_and_instances_are_listed_across_sessions(db: TestDb) {
 }
 
 async fn rebuild_recomputes_the_same_state_from_the_log(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_a": {"after": ["a"], "run": PASSTHRU},
             "t_b": {"after": ["t_a"], "andEvery": "page", "run": PASSTHRU},
             "t_queued": {"after": ["a"], "run": EXTERNAL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    fire_and_settle(&engine, S, "page", json!({})).await;
+        }))
+        .when_fired(&["a", "page"])
+        .await;
+    let engine = s.engine();
     configure(
-        &engine,
+        engine,
         "other",
         json!({"t": {"after": ["x"], "run": FAILING}}),
     )
     .await;
-    fire_and_settle(&engine, "other", "x", json!({})).await;
-    let before = state(&engine, S).await;
+    fire_and_settle(engine, "other", "x", json!({})).await;
+    let before = s.state().await;
     let listed_before = engine
         .instances(InstanceQuery {
             first: 100,
@@ -483,12 +472,12 @@ async fn rebuild_recomputes_the_same_state_from_the_log(db: TestDb) {
     assert_eq!(report.sessions, 2);
     assert_eq!(
         report.events,
-        before.version() + state(&engine, "other").await.version()
+        before.version() + state(engine, "other").await.version()
     );
     assert_eq!(report.instances, before.instances().len() + 1);
     assert_eq!(report.queued, 1, "only the worker instance is queued");
     engine.clear_cache();
-    let after = state(&engine, S).await;
+    let after = s.state().await;
     assert!(*after == *before, "rebuild changed the state");
     let listed_after = engine
         .instances(InstanceQuery {
@@ -549,28 +538,12 @@ async fn a_repeated_idempotency_key_answers_with_the_first_fire_whatever_is_fire
         )
         .await;
     fire(&engine, S, "a", json!({})).await;
-    let first = engine
-        .fire(
-            &names::uid(S),
-            &trigger("stop"),
-            obj(json!({"why": "user"})),
-            Some("cancel-1"),
-        )
-        .await
-        .unwrap();
+    let first = fire_keyed(&engine, S, "stop", json!({"why": "user"}), Some("cancel-1")).await;
     assert_eq!(first.abandoned, ["t#0"]);
     let version = state(&engine, S).await.version();
 
     // When the key is used again, for another trigger.
-    let again = engine
-        .fire(
-            &names::uid(S),
-            &trigger("b"),
-            obj(json!({})),
-            Some("cancel-1"),
-        )
-        .await
-        .unwrap();
+    let again = fire_keyed(&engine, S, "b", json!({}), Some("cancel-1")).await;
 
     // Then the answer is the first fire's, consistently, and nothing was written.
     assert!(again.duplicate);
@@ -667,18 +640,15 @@ async fn an_in_memory_engine_runs_a_session_end_to_end() {
 
 async fn every_status_reached_is_timestamped(db: TestDb) {
     // Given instances that fail, get replayed, skipped and abandoned.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_fail": {"after": ["a"], "run": FAILING},
             "t_skip": {"after": ["a"], "run": FAILING},
             "t_gone": {"after": ["never"], "unless": ["a"], "run": DEVNULL},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
+        }))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
     engine
         .replay_failed_instance(&names::uid(S), &names::instance("t_fail#0"), None)
         .await
@@ -687,10 +657,10 @@ async fn every_status_reached_is_timestamped(db: TestDb) {
         .skip_failed_instance(&names::uid(S), &names::instance("t_skip#0"), false, None)
         .await
         .unwrap();
-    settle(&engine).await;
+    settle(engine).await;
 
     // Then each status it reached has a timestamp, and lastModified is the latest.
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let expectations = [
         (
             "t_fail#0",

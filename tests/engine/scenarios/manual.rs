@@ -1,5 +1,6 @@
 //! Manual changes (status, metadata, resolved logs) and the unresolved queries.
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use serde_json::json;
 use triggers::domain::InstanceStatus;
@@ -7,9 +8,11 @@ use triggers::engine::{Job, Outcome};
 use triggers::testkit::names::{self, uid};
 
 async fn an_operator_can_set_any_status_and_merge_metadata(db: TestDb) {
-    let engine = db.engine().await;
-    configure(&engine, S, json!({"t": {"after": ["a"], "run": DEVNULL}})).await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": DEVNULL}}))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
 
     let changed = engine
         .update_instance_status(
@@ -31,37 +34,30 @@ async fn an_operator_can_set_any_status_and_merge_metadata(db: TestDb) {
         "earlier metadata is kept"
     );
     assert!(changed.metadata["timestamps"]["failed"].is_string());
-    let events = events(&engine, S).await;
+    let events = events(engine, S).await;
     let change = about(&events, "InstanceStatusChanged", "t#0")[0];
     assert_eq!(change.caused_by, None);
     assert_eq!(fired(&events, "t").len(), 1, "no cascade without asking");
     // A failed instance, whatever made it fail, can be replayed.
-    let clone = engine
-        .replay_failed_instance(&uid(S), &names::instance("t#0"), None)
-        .await
-        .unwrap();
-    settle(&engine).await;
+    let clone = s.when_replayed("t#0", None).await;
     assert_eq!(
-        status(&*state(&engine, S).await, &clone.name),
+        status(&*s.state().await, &clone.name),
         InstanceStatus::Finished
     );
 }
 
 async fn setting_a_status_with_cascade_fires_the_task_name(db: TestDb) {
     // Given two instances waiting for an external worker, each with a task downstream.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_ext": {"after": ["a"], "run": EXTERNAL},
             "t_quiet": {"after": ["a"], "run": EXTERNAL},
             "t_next": {"after": ["t_ext"], "run": PASSTHRU},
             "t_after_quiet": {"after": ["t_quiet"], "run": PASSTHRU},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
+        }))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
 
     // When an operator finishes one with cascade and the other without.
     let done = engine
@@ -86,27 +82,29 @@ async fn setting_a_status_with_cascade_fires_the_task_name(db: TestDb) {
         )
         .await
         .unwrap();
-    settle(&engine).await;
+    settle(engine).await;
 
     // Then only the first set its downstream task off, with the cascade kwargs.
     assert_eq!(done.status, InstanceStatus::Finished);
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(
         result(instance(&st, "t_next#0")),
         passthru(json!({"t_ext": {"rows": 3}}))
     );
     assert!(names_of(&st, "t_after_quiet").is_empty());
-    let events = events(&engine, S).await;
+    let events = events(engine, S).await;
     let change = about(&events, "InstanceStatusChanged", "t_ext#0")[0];
     assert_eq!(fired(&events, "t_ext")[0].caused_by, Some(change.seq));
     assert!(fired(&events, "t_quiet").is_empty());
 }
 
 async fn updating_metadata_merges_it_and_bumps_only_last_modified(db: TestDb) {
-    let engine = db.engine().await;
-    configure(&engine, S, json!({"t": {"after": ["a"], "run": DEVNULL}})).await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    let before = instance(&*state(&engine, S).await, "t#0").clone();
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": DEVNULL}}))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
+    let before = instance(&*s.state().await, "t#0").clone();
 
     let after = engine
         .update_instance_metadata(
@@ -134,10 +132,12 @@ async fn updating_metadata_merges_it_and_bumps_only_last_modified(db: TestDb) {
 }
 
 async fn marking_logs_resolved_takes_an_instance_off_the_unresolved_logs(db: TestDb) {
-    let engine = db.engine().await;
-    configure(&engine, S, json!({"t": {"after": ["a"], "run": FAILING}})).await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
-    let st = state(&engine, S).await;
+    let s = Scenario::on(db.engine().await)
+        .given(json!({"t": {"after": ["a"], "run": FAILING}}))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
+    let st = s.state().await;
     let with_logs: Vec<&str> = st
         .instances_with_unresolved_logs()
         .map(|i| i.name.as_str())
@@ -155,7 +155,7 @@ async fn marking_logs_resolved_takes_an_instance_off_the_unresolved_logs(db: Tes
         InstanceStatus::Failed,
         "the status is not changed"
     );
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert!(st.instances_with_unresolved_logs().next().is_none());
     let unresolved: Vec<&str> = st.unresolved_instances().map(|i| i.name.as_str()).collect();
     assert_eq!(unresolved, ["t#0"], "still unresolved as an instance");
@@ -221,16 +221,12 @@ async fn an_error_logged_by_a_finished_job_needs_attention(db: TestDb) {
             })
         })
         .await;
-    configure(
-        &engine,
-        S,
-        json!({"t": {"after": ["a"], "run": "app.Noisy"}}),
-    )
-    .await;
+    let s = Scenario::on(engine)
+        .given(json!({"t": {"after": ["a"], "run": "app.Noisy"}}))
+        .when_fired(&["a"])
+        .await;
 
-    fire_and_settle(&engine, S, "a", json!({})).await;
-
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     let inst = instance(&st, "t#0");
     assert_eq!(inst.status, InstanceStatus::Finished);
     assert_eq!(inst.log_level(), 40);

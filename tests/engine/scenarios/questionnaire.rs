@@ -1,5 +1,6 @@
 //! The questionnaire example, end to end.
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use serde_json::json;
 use triggers::domain::InstanceStatus;
@@ -87,28 +88,24 @@ async fn the_questionnaire_example_runs_end_to_end(db: TestDb) {
 }
 
 async fn a_questionnaire_abandoned_before_completion_is_not_scored(db: TestDb) {
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_importSubject": {"after": ["firstPageReceived"], "run": PASSTHRU},
             "t_scoreResponses": {
                 "after": ["t_importSubject", "questionnaireComplete"],
                 "unless": ["questionnaireAbandoned"],
                 "run": PASSTHRU
             },
-        }),
-    )
-    .await;
-
-    fire_and_settle(&engine, S, "firstPageReceived", json!({})).await;
-    let abandoned = fire_and_settle(&engine, S, "questionnaireAbandoned", json!({})).await;
-    let complete = fire_and_settle(&engine, S, "questionnaireComplete", json!({})).await;
+        }))
+        .when_fired(&["firstPageReceived"])
+        .await;
+    let engine = s.engine();
+    let abandoned = fire_and_settle(engine, S, "questionnaireAbandoned", json!({})).await;
+    let complete = fire_and_settle(engine, S, "questionnaireComplete", json!({})).await;
 
     assert_eq!(abandoned.abandoned, ["t_scoreResponses#0"]);
     assert!(complete.scheduled.is_empty());
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(status(&st, "t_scoreResponses#0"), InstanceStatus::Abandoned);
     assert!(st.unresolved_tasks().is_empty());
 }

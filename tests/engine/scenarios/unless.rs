@@ -1,5 +1,6 @@
 //! `unless`: which instances an abandoning trigger reaches, and which it leaves alone.
 
+use crate::scenario::Scenario;
 use crate::support::*;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -131,24 +132,21 @@ async fn an_and_every_task_abandons_every_later_instance_once_its_unless_fired(d
 
 async fn an_unless_trigger_does_not_affect_an_instance_that_already_started(db: TestDb) {
     // Given one instance waiting in the worker queue and one finished inline.
-    let engine = db.engine().await;
-    configure(
-        &engine,
-        S,
-        json!({
+    let s = Scenario::on(db.engine().await)
+        .given(json!({
             "t_queued": {"after": ["a"], "unless": ["stop"], "run": EXTERNAL},
             "t_done": {"after": ["a"], "unless": ["stop"], "run": PASSTHRU},
-        }),
-    )
-    .await;
-    fire_and_settle(&engine, S, "a", json!({})).await;
+        }))
+        .when_fired(&["a"])
+        .await;
+    let engine = s.engine();
 
     // When the unless trigger fires.
-    let stopped = fire_and_settle(&engine, S, "stop", json!({})).await;
+    let stopped = fire_and_settle(engine, S, "stop", json!({})).await;
 
     // Then neither is affected, and no new instance is made.
     assert!(stopped.abandoned.is_empty() && stopped.scheduled.is_empty());
-    let st = state(&engine, S).await;
+    let st = s.state().await;
     assert_eq!(status(&st, "t_queued#0"), InstanceStatus::Scheduled);
     assert_eq!(status(&st, "t_done#0"), InstanceStatus::Finished);
     assert!(instance(&st, "t_queued#0").abandon_state.is_empty());
